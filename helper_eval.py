@@ -1,0 +1,385 @@
+"""Offline sample-quality metrics for the two GANs (no downloads, no pretrained nets).
+
+All images are float tensors N x C x H x W in [-1, 1] on the CPU.
+
+MNIST (1 x 28 x 28): a small CNN trained here on MNIST stands in for the
+Inception net. `mnist_scores` gives an FID on its 128-d features, an
+Inception Score on its softmax (at most 10) and the share of each predicted
+digit (mode collapse shows as a missing digit).
+
+RGB faces (3 x 64 x 64): no classifier, so
+- `swd`: sliced Wasserstein distance between Laplacian pyramid patches
+  (Karras et al. 2018, ProGAN), lower = closer to the real images;
+- `ms_ssim_diversity`: mean MS-SSIM of random pairs within one set, lower =
+  more diverse; compare with the value of real images (collapse -> near 1).
+
+`python helper_eval.py --data-dir DIR` trains (or loads) the cached classifier.
+"""
+import argparse
+import os
+import pickle
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CLASSIFIER_VERSION = 1  # bump when the network or its training changes, to invalidate caches
+BATCH = 1000  # images per forward pass when scoring: bounded memory, few Python round trips
+
+
+class EvalError(Exception):
+    """Missing input for a metric; the one-line message says how to fix it."""
+
+
+# ---------------------------------------------------------------- MNIST classifier
+
+class MnistClassifier(nn.Module):
+    """Two conv blocks (32 then 64 channels, each conv-conv-pool) -> 128-d feature -> 10 logits.
+    Input N x 1 x 28 x 28 in [-1, 1]."""
+
+    def __init__(self):
+        super().__init__()
+
+        def conv(n_in, n_out):
+            # BatchNorm makes 2-3 epochs of Adam enough for >= 99% test accuracy
+            return [nn.Conv2d(n_in, n_out, 3, padding=1, bias=False), nn.BatchNorm2d(n_out), nn.ReLU()]
+
+        self.body = nn.Sequential(*conv(1, 32), *conv(32, 32), nn.MaxPool2d(2),    # 14 x 14
+                                  *conv(32, 64), *conv(64, 64), nn.MaxPool2d(2),   # 7 x 7
+                                  nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU())
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(128, 10))
+
+    def features(self, x):
+        """N x 1 x 28 x 28 -> N x 128 (penultimate layer, after its ReLU)."""
+        return self.body(x)
+
+    def forward(self, x):
+        """N x 1 x 28 x 28 -> logits N x 10."""
+        return self.head(self.body(x))
+
+
+def _mnist(data_dir, train):
+    """(images N x 1 x 28 x 28 in [-1, 1], labels N) from DIR/MNIST/raw, torchvision's layout."""
+    from torchvision.datasets import MNIST
+    root = Path(data_dir)
+    if root.name == "MNIST" and (root / "raw").is_dir():  # pointed at the MNIST folder itself
+        root = root.parent
+    try:
+        ds = MNIST(root, train=train, download=False)
+    except RuntimeError:  # torchvision's "Dataset not found"
+        raise EvalError(f"MNIST not found in {root / 'MNIST' / 'raw'}: pass --data-dir to the "
+                        f"folder that holds MNIST/raw/ (torchvision layout)") from None
+    x = ds.data.unsqueeze(1).float().div(255).sub(0.5).div(0.5)  # exactly ToTensor + Normalize(0.5, 0.5)
+    return x, ds.targets.clone()
+
+
+@torch.no_grad()
+def _accuracy(model, x, y):
+    model.eval()
+    device = next(model.parameters()).device
+    hits = sum((model(x[i:i + BATCH].to(device)).argmax(1).cpu() == y[i:i + BATCH]).sum().item()
+               for i in range(0, len(x), BATCH))
+    return hits / len(x)
+
+
+def train_mnist_classifier(data_dir, epochs=2, seed=0, device="cpu", log=print,
+                           batch_size=128, lr=2e-3, max_batches=None):
+    """Train a MnistClassifier on the 60,000 training images; returns (model in
+    eval mode, accuracy on the 10,000 test images). Deterministic given the seed
+    (the global RNG is used inside fork_rng and left as it was). `max_batches`
+    stops early (for tests)."""
+    x, y = _mnist(data_dir, train=True)
+    x_test, y_test = _mnist(data_dir, train=False)
+    with torch.random.fork_rng(devices=[]):  # init and dropout draw from the global RNG
+        torch.manual_seed(seed)
+        model = MnistClassifier().to(device)
+        gen = torch.Generator().manual_seed(seed)  # shuffling
+        steps_per_epoch = -(-len(x) // batch_size)
+        total = min(epochs * steps_per_epoch, max_batches or float("inf"))
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        # one-cycle schedule: a short warm-up and an annealed end get the last tenths of a percent
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=max(total, 2), pct_start=0.15)
+        step, start = 0, time.time()
+        for epoch in range(epochs):
+            model.train()
+            order = torch.randperm(len(x), generator=gen)
+            for i in range(0, len(x), batch_size):
+                if step >= total:
+                    break
+                idx = order[i:i + batch_size]
+                loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                if step % 100 == 0 or step == total:
+                    log(f"classifier epoch {epoch + 1}/{epochs} step {step}/{total} "
+                        f"loss {loss.item():.4f} {time.time() - start:.0f}s")
+    acc = _accuracy(model, x_test, y_test)
+    log(f"classifier test accuracy {acc:.4f} after {time.time() - start:.0f}s")
+    return model.eval(), acc
+
+
+def default_cache_dir(data_dir):
+    """DIR/.gan_cache when DIR is writable, else $XDG_CACHE_HOME (or ~/.cache)/gan-lecture."""
+    d = Path(data_dir)
+    # also require a write bit: root passes os.access on folders marked read-only (shared data)
+    if d.is_dir() and os.access(d, os.W_OK) and d.stat().st_mode & 0o222:
+        return d / ".gan_cache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gan-lecture"
+
+
+def load_mnist_classifier(data_dir, cache_dir=None, device="cpu", log=print):
+    """The classifier from `cache_dir` (default: `default_cache_dir(data_dir)`);
+    trained and cached first when absent. Returned in eval mode."""
+    path = Path(cache_dir or default_cache_dir(data_dir)) / f"mnist_classifier_v{CLASSIFIER_VERSION}.pt"
+    if path.is_file():
+        with torch.random.fork_rng(devices=[]):  # init draws from the global RNG: leave the caller's as it was
+            model = MnistClassifier().to(device)
+        try:
+            ckpt = torch.load(path, map_location=device, weights_only=True)
+            model.load_state_dict(ckpt["state_dict"])
+            return model.eval()
+        except (RuntimeError, KeyError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:  # truncated or stale file
+            log(f"cannot read {path} ({type(e).__name__}), training again")
+    log(f"no cached MNIST classifier in {path.parent}: training one (a few CPU minutes, once)")
+    model, acc = train_mnist_classifier(data_dir, device=device, log=log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # write a temporary file then rename: a killed run or a parallel reader never sees half a file
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save({"state_dict": model.state_dict(), "test_accuracy": acc}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    log(f"saved MNIST classifier (test accuracy {acc:.4f}) to {path}")
+    return model.eval()
+
+
+# ---------------------------------------------------------------- MNIST scores
+
+def frechet_distance(feats_a, feats_b):
+    """Frechet distance between Gaussians fitted to N_a x D and N_b x D features:
+    |mu_a - mu_b|^2 + Tr(A + B - 2 (A B)^(1/2)). In float64; Tr (A B)^(1/2) is
+    taken as the sum of square roots of the eigenvalues of A^(1/2) B A^(1/2), a
+    symmetric PSD matrix similar to A B, so no complex sqrtm and no imaginary parts."""
+    a = np.asarray(torch.as_tensor(feats_a).detach().cpu(), dtype=np.float64)
+    b = np.asarray(torch.as_tensor(feats_b).detach().cpu(), dtype=np.float64)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(cov_a)
+    sqrt_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T  # clip: round-off makes tiny eigenvalues negative
+    m = sqrt_a @ cov_b @ sqrt_a
+    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_sqrt)
+
+
+def inception_score_from_logits(logits):
+    """exp(E_x KL(p(y|x) || p(y))) from N x K logits: 1 (all alike) .. K (confident, balanced)."""
+    logp = F.log_softmax(torch.as_tensor(logits).double(), dim=1)
+    log_py = torch.log(logp.exp().mean(0))
+    return float(torch.exp((logp.exp() * (logp - log_py)).sum(1).mean()))
+
+
+@torch.no_grad()
+def _classify(classifier, images):
+    """N x 1 x 28 x 28 -> (features N x 128, logits N x 10) on the CPU, in batches, eval mode."""
+    was_training = classifier.training
+    classifier.eval()  # BatchNorm running stats, no dropout
+    device = next(classifier.parameters()).device
+    feats, logits = [], []
+    for i in range(0, len(images), BATCH):
+        f = classifier.features(images[i:i + BATCH].to(device))
+        feats.append(f.cpu())
+        logits.append(classifier.head(f).cpu())
+    classifier.train(was_training)
+    return torch.cat(feats), torch.cat(logits)
+
+
+def mnist_scores(classifier, images, real_images):
+    """Scores of N x 1 x 28 x 28 samples against real images (M x 1 x 28 x 28):
+    {"fid", "inception_score", "class_shares" (10 floats), "min_class_share"}."""
+    f_fake, logits = _classify(classifier, images)
+    f_real, _ = _classify(classifier, real_images)
+    shares = torch.bincount(logits.argmax(1), minlength=10).double() / len(images)
+    return {"fid": frechet_distance(f_fake, f_real),
+            "inception_score": inception_score_from_logits(logits),
+            "class_shares": shares.tolist(),
+            "min_class_share": float(shares.min())}
+
+
+# ---------------------------------------------------------------- sliced Wasserstein distance
+
+def _binomial_kernel(channels):
+    """5 x 5 binomial (1 4 6 4 1)^2 / 256, one per channel for a depthwise conv."""
+    k = torch.tensor([1., 4., 6., 4., 1.])
+    k = torch.outer(k, k) / 256
+    return k.expand(channels, 1, 5, 5).contiguous()
+
+
+def _blur(x, kernel):
+    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), kernel, groups=x.shape[1])
+
+
+def laplacian_pyramid(images, min_res=16):
+    """N x C x H x W -> list of levels, finest first: band-pass differences
+    G_i - up(G_{i+1}) while halving keeps the side >= min_res, then the last
+    Gaussian (low-pass) level. 64 x 64 -> 64, 32, 16; 28 x 28 -> 28 only."""
+    kernel = _binomial_kernel(images.shape[1])
+    levels, g = [], images
+    while min(g.shape[-2:]) // 2 >= min_res:
+        down = _blur(g, kernel)[..., ::2, ::2]
+        # upsample: zeros between pixels, blur, x4 to restore the brightness
+        up = torch.zeros(*g.shape[:2], 2 * down.shape[-2], 2 * down.shape[-1])
+        up[..., ::2, ::2] = down
+        up = _blur(up, kernel * 4)[..., :g.shape[-2], :g.shape[-1]]
+        levels.append(g - up)
+        g = down
+    return levels + [g]
+
+
+def _patches(level, per_image, size, gen):
+    """per_image random size x size patches from each image -> (N * per_image) x (size * size * C)."""
+    n, c, h, w = level.shape
+    ys = torch.randint(0, h - size + 1, (n, per_image, 1, 1), generator=gen)
+    xs = torch.randint(0, w - size + 1, (n, per_image, 1, 1), generator=gen)
+    d = torch.arange(size)
+    rows, cols = ys + d.view(1, 1, -1, 1), xs + d.view(1, 1, 1, -1)  # N x P x size x size
+    img = torch.arange(n).view(n, 1, 1, 1)
+    return level.permute(0, 2, 3, 1)[img, rows, cols].reshape(n * per_image, -1)
+
+
+def _sliced_wasserstein(a, b, repeats, directions, gen):
+    """Mean over repeats of the mean |sorted projections of a - sorted of b| on random unit directions."""
+    if len(a) != len(b):  # sorted projections are compared rank by rank: use equal counts
+        n = min(len(a), len(b))
+        a = a[torch.randperm(len(a), generator=gen)[:n]]
+        b = b[torch.randperm(len(b), generator=gen)[:n]]
+    dists = []
+    for _ in range(repeats):
+        dirs = torch.randn(a.shape[1], directions, generator=gen)
+        dirs /= dirs.norm(dim=0, keepdim=True)
+        pa, pb = (a @ dirs).sort(0).values, (b @ dirs).sort(0).values
+        dists.append((pa - pb).abs().mean())
+    return float(torch.stack(dists).mean())
+
+
+@torch.no_grad()
+def swd(images_a, images_b, seed=0, patches_per_image=128, patch_size=7,
+        repeats=4, directions=128, min_res=16):
+    """Sliced Wasserstein distance (x 1e3, as ProGAN reports it) between two sets
+    of N x C x H x W images, per Laplacian pyramid level: {"swd_<res>": ..., "swd_mean": ...}.
+    Levels stop at min_res (16) or at the image size when smaller (28 x 28 MNIST: one level).
+    Unlike ProGAN, which normalizes each set with its own statistics, the descriptors
+    are normalized per level and channel with the mean/std of both sets together,
+    so a brightness or contrast shift counts. Deterministic given the seed."""
+    gen = torch.Generator().manual_seed(seed)  # never the global RNG
+    out = {}
+    for la, lb in zip(laplacian_pyramid(images_a.float().cpu(), min_res),
+                      laplacian_pyramid(images_b.float().cpu(), min_res)):
+        da = _patches(la, patches_per_image, patch_size, gen)
+        db = _patches(lb, patches_per_image, patch_size, gen)
+        c = la.shape[1]  # descriptors are (y, x, channel) flattened: channel is the last index
+        both = torch.cat([da, db]).view(-1, c)
+        mean, std = both.mean(0), both.std(0).clamp_min(1e-8)
+        da = ((da.view(-1, c) - mean) / std).view(da.shape)
+        db = ((db.view(-1, c) - mean) / std).view(db.shape)
+        out[f"swd_{la.shape[-1]}"] = 1e3 * _sliced_wasserstein(da, db, repeats, directions, gen)
+    out["swd_mean"] = float(np.mean(list(out.values())))
+    return out
+
+
+# ---------------------------------------------------------------- MS-SSIM
+
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, 5 scales
+
+
+def _gaussian_window(size, sigma, channels):
+    g = torch.exp(-(torch.arange(size, dtype=torch.float64) - (size - 1) / 2) ** 2 / (2 * sigma ** 2))
+    g = (g / g.sum()).float()
+    return torch.outer(g, g).expand(channels, 1, size, size).contiguous()
+
+
+def _ssim_terms(a, b, window):
+    """Per-image mean SSIM and contrast-structure term, 'valid' windows, data range 1."""
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    f = lambda t: F.conv2d(t, window, groups=a.shape[1])  # noqa: E731 (local weighted mean)
+    mu_a, mu_b = f(a), f(b)
+    var_a, var_b = f(a * a) - mu_a ** 2, f(b * b) - mu_b ** 2
+    cov = f(a * b) - mu_a * mu_b
+    cs = (2 * cov + c2) / (var_a + var_b + c2)
+    lum = (2 * mu_a * mu_b + c1) / (mu_a ** 2 + mu_b ** 2 + c1)
+    return (lum * cs).mean((1, 2, 3)), cs.mean((1, 2, 3))
+
+
+@torch.no_grad()
+def ms_ssim(a, b, win=11, sigma=1.5, scales=None):
+    """MS-SSIM of each pair (a[i], b[i]), N x C x H x W in [-1, 1] -> N values (1 = identical).
+    Gaussian window 11 x 11, sigma 1.5 as in Wang et al.; 2x average pooling between
+    scales. The standard 5 scales need 11 * 2^4 = 176 px, so by default as many scales
+    as keep the smallest side >= the window (64 x 64: 3 scales 64, 32, 16; 28 x 28: 2),
+    with the first weights of the 5-scale set renormalized to sum 1. Negative
+    contrast-structure terms (anti-correlated pairs) are clamped to 0 before the power."""
+    a, b = (a.float().cpu() + 1) / 2, (b.float().cpu() + 1) / 2  # data range [0, 1]
+    if scales is None:
+        scales = 1
+        while scales < 5 and min(a.shape[-2:]) // 2 ** scales >= win:
+            scales += 1
+    if min(a.shape[-2:]) // 2 ** (scales - 1) < win:
+        raise ValueError(f"{scales} scales need images of at least {win * 2 ** (scales - 1)} px")
+    weights = torch.tensor(MS_SSIM_WEIGHTS[:scales])
+    weights = weights / weights.sum()
+    window = _gaussian_window(win, sigma, a.shape[1])
+    result = torch.ones(len(a))
+    for s in range(scales):
+        ssim, cs = _ssim_terms(a, b, window)
+        last = s == scales - 1
+        result = result * (ssim if last else cs).clamp_min(0) ** weights[s]
+        if not last:
+            a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+    return result
+
+
+def ms_ssim_diversity(images, pairs=1000, seed=0):
+    """Mean MS-SSIM over `pairs` random pairs of distinct images of one N x C x H x W set:
+    lower = more diverse; near 1 for a collapsed generator. Compare with real images."""
+    n = len(images)
+    if n < 2:
+        raise ValueError("ms_ssim_diversity needs at least 2 images")
+    gen = torch.Generator().manual_seed(seed)
+    i = torch.randint(0, n, (pairs,), generator=gen)
+    j = (i + torch.randint(1, n, (pairs,), generator=gen)) % n  # j != i
+    vals = [ms_ssim(images[i[k:k + 500]], images[j[k:k + 500]]) for k in range(0, pairs, 500)]
+    return float(torch.cat(vals).mean())
+
+
+def rgb_scores(images, real_images, seed=0):
+    """SWD of samples vs real images plus the MS-SSIM diversity of each set:
+    {"swd_mean", "swd_<res>"..., "ms_ssim" (samples), "ms_ssim_real"}."""
+    out = swd(images, real_images, seed=seed)
+    out["ms_ssim"] = ms_ssim_diversity(images, seed=seed)
+    out["ms_ssim_real"] = ms_ssim_diversity(real_images, seed=seed)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Train (once) and cache the MNIST classifier used by mnist_scores.")
+    p.add_argument("--data-dir", default="data", help="folder that holds MNIST/raw/")
+    p.add_argument("--cache-dir", default=None, help="where to keep the weights (default: beside the data "
+                                                      "or ~/.cache/gan-lecture)")
+    args = p.parse_args(argv)
+    try:
+        load_mnist_classifier(args.data_dir, args.cache_dir)
+    except EvalError as e:
+        raise SystemExit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
