@@ -1,12 +1,91 @@
-"""Training-health monitor (placeholder until issue 4)."""
+"""Training-health monitor: cheap checks on the logged losses and on the
+fixed-noise samples, reported as warnings (console, events.jsonl, red marks on
+loss.png). It only reads what train_gan already has, so it never changes training.
+
+Checks and thresholds (module constants, documented in the README):
+- discriminator dominance: D loss, averaged over the last WINDOW batches, below
+  D_LOSS_FLOOR. Reported when the episode starts and when it ends.
+- generator runaway: G loss, averaged likewise, above G_LOSS_CEILING (D tells
+  fakes apart with probability > 1 - e^-6). Start and end reported.
+- stalled losses: both losses' spread (std) over the last FLAT_WINDOW batches
+  below FLAT_STD: nothing is learning any more.
+- diversity collapse: after each epoch, the spread of the 64 fixed-noise samples
+  (per-pixel std across samples, averaged) falls below SPREAD_RATIO times the
+  spread of a batch of real images: the generator maps different noise to
+  (nearly) the same image. Reported when it starts and when it recovers.
+"""
+from collections import deque
+
+import numpy as np
+
+WINDOW = 10            # batches averaged for the dominance and runaway checks
+D_LOSS_FLOOR = 0.05    # healthy runs here sit around 0.3-0.7
+G_LOSS_CEILING = 6.0   # healthy runs here sit around 0.7-3
+FLAT_WINDOW = 200
+FLAT_STD = 1e-4
+SPREAD_RATIO = 0.2
+
+
+def spread(images):
+    """Diversity of a batch N x C x H x W: per-pixel std across the batch, averaged."""
+    return float(images.float().std(dim=0).mean())
+
+
+class _Episode:
+    """A condition that starts and ends; reports each change once."""
+
+    def __init__(self, start_msg, end_msg):
+        self.start_msg, self.end_msg, self.since = start_msg, end_msg, None
+
+    def update(self, active, step, **values):
+        if active and self.since is None:
+            self.since = step
+            return [self.start_msg.format(step=step, **values)]
+        if not active and self.since is not None:
+            msg = self.end_msg.format(step=step, since=self.since, batches=step - self.since, **values)
+            self.since = None
+            return [msg]
+        return []
 
 
 class HealthMonitor:
     def __init__(self, real):
-        self.real = real
+        """real: a batch of real images N x C x H x W, the scale for sample diversity."""
+        self.real_spread = spread(real)
+        self.recent = deque(maxlen=FLAT_WINDOW)   # (g_loss, d_loss) of the last batches
+        self.d_dominates = _Episode(
+            "discriminator dominates from step {step}: D loss {d:.4f}, G loss {g:.2f} "
+            "(mean of the last %d batches; D loss < %g)" % (WINDOW, D_LOSS_FLOOR),
+            "discriminator dominance ended at step {step} after {batches} batches "
+            "(D loss {d:.4f}, G loss {g:.2f})")
+        self.g_runaway = _Episode(
+            "generator loss runs away from step {step}: G loss {g:.2f} "
+            "(mean of the last %d batches; > %g)" % (WINDOW, G_LOSS_CEILING),
+            "generator loss back to {g:.2f} at step {step} after {batches} batches")
+        self.flat = _Episode(
+            "losses stopped changing at step {step} (std < %g over %d batches)" % (FLAT_STD, FLAT_WINDOW),
+            "losses move again at step {step}")
+        self.collapse = _Episode(
+            "sample diversity collapsed after epoch {epoch}: spread of the fixed-noise samples "
+            "{ratio:.3f} of the real images' (< %g): near-identical samples (mode collapse)" % SPREAD_RATIO,
+            "sample diversity recovered after epoch {epoch} (spread ratio {ratio:.3f})")
 
     def update(self, rows):
-        return []
+        """rows: [step, epoch, batch, g_loss, d_loss, acc_real, acc_fake] per batch.
+        Returns warning messages (usually none)."""
+        messages = []
+        for step, _, _, g, d, *_ in rows:
+            self.recent.append((g, d))
+            if len(self.recent) >= WINDOW:
+                g_avg, d_avg = np.mean(list(self.recent)[-WINDOW:], axis=0)
+                messages += self.d_dominates.update(d_avg < D_LOSS_FLOOR, int(step), d=d_avg, g=g_avg)
+                messages += self.g_runaway.update(g_avg > G_LOSS_CEILING, int(step), d=d_avg, g=g_avg)
+            if len(self.recent) == FLAT_WINDOW:
+                stalled = bool(np.std(self.recent, axis=0).max() < FLAT_STD)
+                messages += self.flat.update(stalled, int(step))
+        return messages
 
-    def check_samples(self, samples):
-        return []
+    def check_samples(self, samples, epoch):
+        """samples: the fixed-noise images after `epoch`. Returns warnings."""
+        ratio = self.last_ratio = spread(samples) / max(self.real_spread, 1e-8)
+        return self.collapse.update(ratio < SPREAD_RATIO, epoch, epoch=epoch, ratio=ratio)

@@ -81,7 +81,7 @@ def add_common_args(p):
     a("--amp", choices=["auto", "off", "bf16", "fp16"], default="auto",
       help="autocast precision; auto: bf16 on CUDA GPUs that support it, off otherwise")
     a("--channels-last", action=argparse.BooleanOptionalAction,
-      help="NHWC memory format for conv nets (default: on for the DCGAN on CUDA)")
+      help="NHWC memory format for conv nets (default: on for the DCGAN)")
     a("--compile", action="store_true", help="torch.compile both networks")
     a("--health", action=argparse.BooleanOptionalAction, default=True,
       help="warn when training looks unhealthy (D dominance, collapse, ...)")
@@ -364,6 +364,7 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
         while state.epoch < cfg["epochs"]:
             t0 = time.time()
             _train_epoch(state, loader, cfg, autocast, log, progress, total, world, health)
+            state.epoch, state.batch = state.epoch + 1, 0   # on every rank
             if main:
                 _end_epoch(state, cfg, run_dir, log, time.time() - t0, health, evaluator)
     except KeyboardInterrupt:
@@ -429,7 +430,7 @@ def _flush(pending, state, first_step, log, world, health, progress, total, cfg)
         log.rows(rows)
         if health is not None:
             for msg in health.update(rows):
-                _warn(log, state, msg)
+                _warn(log, state.step, state.epoch + 1, msg)
     if len(bad):
         raise Diverged(f"loss became {rows[-1][3]:.4g} (G) / {rows[-1][4]:.4g} (D) at epoch "
                        f"{state.epoch + 1} batch {rows[-1][2]}: training stopped; the last good "
@@ -442,27 +443,28 @@ def _flush(pending, state, first_step, log, world, health, progress, total, cfg)
             f"G {g:.3f} D {d:.3f} | D acc real {acc_real:.2f} fake {acc_fake:.2f} |"))
 
 
-def _warn(log, state, msg):
+def _warn(log, step, epoch, msg):
     print(f"warning: {msg}", flush=True)
-    log.event(event="warning", step=state.step, epoch=state.epoch + 1, message=msg)
+    log.event(event="warning", step=step, epoch=epoch, message=msg)
 
 
 def _end_epoch(state, cfg, run_dir, log, seconds, health, evaluator):
-    """Grid of the fixed noise, health check on it, evaluation, checkpoint, plots."""
-    epoch = state.epoch + 1
+    """Grid of the fixed noise, health check on it, evaluation, checkpoint, plots
+    after epoch `state.epoch` (1-based: the number of epochs done)."""
+    epoch = state.epoch
     samples = sample(state.sampler(), state.fixed_noise)
     helper_plot.save_grid(samples, run_dir / "grids" / f"epoch_{epoch:03d}.png")
     info = {"event": "epoch", "epoch": epoch, "step": state.step, "seconds": round(seconds, 3)}
     if health is not None:
-        for msg in health.check_samples(samples):
-            _warn(log, state, msg)
+        for msg in health.check_samples(samples, epoch):
+            _warn(log, state.step, epoch, msg)
+        info["spread_ratio"] = round(health.last_ratio, 4)
     if evaluator is not None and cfg["eval_every"] and epoch % cfg["eval_every"] == 0:
         scores = evaluator(state.sampler())
         log.event(event="eval", epoch=epoch, step=state.step, **scores)
         print(f"eval after epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()
                                                         if isinstance(v, float)), flush=True)
     log.event(**info)
-    state.epoch, state.batch = epoch, 0
     save_checkpoint(state.state_dict(cfg), run_dir / "checkpoint.pt")
     if epoch % cfg["plot_every"] == 0:
         helper_plot.plot_run(run_dir)
@@ -552,8 +554,8 @@ def prepare_run_dir(cfg, given, rank, world, device):
 
 
 def _channels_last(cfg, device):
-    if cfg.get("channels_last") is None:   # default: on for conv nets on CUDA
-        return cfg["model"] == "dcgan" and device.type == "cuda"
+    if cfg.get("channels_last") is None:   # default: on for conv nets (faster with cuDNN and oneDNN)
+        return cfg["model"] == "dcgan"
     return bool(cfg["channels_last"])
 
 

@@ -150,7 +150,7 @@ def test_ms_ssim_diversity():
 
 
 def test_rgb_scores_keys():
-    s = ev.rgb_scores(smooth_images(6, seed=1), smooth_images(6, seed=2))
+    s = ev.rgb_scores(smooth_images(6, seed=1), smooth_images(6, seed=2), pairs=20)
     assert {"swd_mean", "swd_64", "swd_32", "swd_16", "ms_ssim", "ms_ssim_real"} <= set(s)
 
 
@@ -230,3 +230,20 @@ def test_cached_file_unreadable_retrains(tmp_path, monkeypatch):
     ev.load_mnist_classifier("unused", cache_dir=tmp_path, log=logs.append)
     assert any("cannot read" in m for m in logs)
     assert "state_dict" in torch.load(path, weights_only=True)
+
+
+def test_ms_ssim_one_scale_is_ssim():
+    """With one scale MS-SSIM is plain SSIM: compare with a direct 2-D-window computation."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 3, 24, 24, generator=g)
+    b = (a + 0.2 * torch.randn(a.shape, generator=g)).clamp(0, 1)
+    w1 = torch.exp(-(torch.arange(11.) - 5) ** 2 / (2 * 1.5 ** 2))
+    w = torch.outer(w1, w1) / w1.sum() ** 2
+    w = w.expand(3, 1, 11, 11)
+    f = lambda t: F.conv2d(t, w, groups=3)  # noqa: E731
+    mu_a, mu_b = f(a), f(b)
+    var_a, var_b, cov = f(a * a) - mu_a ** 2, f(b * b) - mu_b ** 2, f(a * b) - mu_a * mu_b
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ssim = ((2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)))
+    got = ev.ms_ssim(a * 2 - 1, b * 2 - 1, scales=1)
+    assert torch.allclose(got, ssim.mean((1, 2, 3)), atol=1e-5)
