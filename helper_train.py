@@ -15,7 +15,9 @@ import json
 import os
 import pickle
 import random
+import signal
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -31,7 +33,7 @@ METRICS = ["step", "epoch", "batch", "g_loss", "d_loss", "d_acc_real", "d_acc_fa
 CKPT_FORMAT = "gan-lecture-checkpoint-v1"
 # Flags that may change when a run is resumed; everything else comes from the run's config.
 RESUMABLE = {"epochs", "device", "num_workers", "max_batches", "data_dir", "cache_dir",
-             "log_every", "plot_every", "eval_every", "compile", "input_path"}
+             "log_every", "plot_every", "eval_every", "compile", "input_path", "time_budget"}
 
 
 class RunError(Exception):
@@ -69,6 +71,8 @@ def add_common_args(p):
     a("--log-every", type=int, default=50, help="batches between metric writes and progress lines")
     a("--plot-every", type=int, default=10, help="epochs between redrawing the plots")
     a("--eval-every", type=int, default=0, help="epochs between sample-quality evaluations (0: off)")
+    a("--time-budget", type=float, default=0,
+      help="minutes of training at most: no epoch starts that the last one's time says would overrun")
     # Variants (all off in the lecture preset).
     a("--fresh-noise", action=argparse.BooleanOptionalAction,
       help="draw a new noise batch for the G step instead of reusing the D step's")
@@ -111,8 +115,10 @@ def _validate(parser, cfg):
     for key in ("lr_gen", "lr_disc"):
         if not cfg[key] > 0:
             parser.error(f"--{key.replace('_', '-')} must be > 0, not {cfg[key]}")
-    if cfg["max_batches"] < 0 or cfg["num_workers"] < 0 or cfg["log_every"] < 1:
-        parser.error("--max-batches and --num-workers must be >= 0 and --log-every >= 1")
+    if min(cfg["max_batches"], cfg["num_workers"], cfg["time_budget"], cfg["eval_every"]) < 0:
+        parser.error("--max-batches, --num-workers, --time-budget and --eval-every must be >= 0")
+    if cfg["log_every"] < 1 or cfg["plot_every"] < 1:
+        parser.error("--log-every and --plot-every must be >= 1")
     if not 0 <= cfg["label_smoothing"] < 1 or not 0 <= cfg["ema_decay"] < 1:
         parser.error("--label-smoothing and --ema-decay must lie in [0, 1)")
     if cfg["resume"] and cfg["overwrite"]:
@@ -175,7 +181,7 @@ class GANState:
         self.fixed_noise = torch.randn(64, cfg["latent_dim"], generator=g).to(device)
         self.epoch = self.batch = self.step = 0
         self.gen_step, self.disc_step = gen, disc  # what the step calls (see wrap)
-        self.no_sync_disc = contextlib.nullcontext
+        self.ddp = False
 
     def wrap(self, cfg, device, world):
         """DistributedDataParallel under torchrun, torch.compile with --compile.
@@ -185,10 +191,18 @@ class GANState:
             from torch.nn.parallel import DistributedDataParallel as DDP
             ids = [device.index] if device.type == "cuda" else None
             gen, disc = DDP(gen, device_ids=ids), DDP(disc, device_ids=ids)
-            self.no_sync_disc = disc.no_sync
+            self.ddp = True
         if cfg["compile"]:
             gen, disc = torch.compile(gen), torch.compile(disc)
         self.gen_step, self.disc_step = gen, disc
+
+    def frozen_disc(self):
+        """D during the G step: the gradients of D's weights would be discarded
+        (zeroed before the next D step), so don't compute them; under DDP,
+        where requires_grad must not change, at least don't all-reduce them."""
+        if self.ddp:
+            return self.disc_step.no_sync()
+        return _no_weight_grads(self.disc)
 
     def sampler(self):
         """The generator to draw samples from (the EMA copy when there is one)."""
@@ -213,6 +227,18 @@ class GANState:
         self.fixed_noise = ckpt["fixed_noise"].to(self.fixed_noise.device)
         self.epoch, self.batch, self.step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
         _set_rng_state(ckpt["rng"])
+
+
+@contextlib.contextmanager
+def _no_weight_grads(module):
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def _rng_state():
@@ -324,7 +350,7 @@ def gan_step(s, real, cfg, autocast):
     if cfg["fresh_noise"]:
         with autocast:
             fake = s.gen_step(torch.randn(n, cfg["latent_dim"], device=device))
-    with autocast, s.no_sync_disc():   # D's gradients here are discarded: don't all-reduce them
+    with autocast, s.frozen_disc():    # gradients flow through D to G, not into D's weights
         g_loss = F.binary_cross_entropy_with_logits(s.disc_step(fake).float(), ones)
     s.scaler.scale(g_loss).backward()
     s.scaler.step(s.opt_g)
@@ -360,18 +386,29 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
     total = min(len(loader), cfg["max_batches"] or len(loader))
     progress = Progress((cfg["epochs"] - state.epoch) * total - state.batch, "step")
     progress.first_step = state.step
+    budget, start, last = cfg.get("time_budget", 0) * 60, time.time(), 0.0
     try:
-        while state.epoch < cfg["epochs"]:
-            t0 = time.time()
-            _train_epoch(state, loader, cfg, autocast, log, progress, total, world, health)
-            state.epoch, state.batch = state.epoch + 1, 0   # on every rank
-            if main:
-                _end_epoch(state, cfg, run_dir, log, time.time() - t0, health, evaluator)
+        with _CtrlC() as stop:
+            while state.epoch < cfg["epochs"]:
+                t0 = time.time()
+                if _any_rank(budget and t0 - start + last > budget, world, device):
+                    if main:
+                        print(f"time budget of {cfg['time_budget']:g} min reached after epoch {state.epoch}")
+                        log.event(event="time_budget", epoch=state.epoch, step=state.step)
+                    break
+                _train_epoch(state, loader, cfg, autocast, log, progress, total, world, health, stop)
+                state.epoch, state.batch = state.epoch + 1, 0   # on every rank
+                last = time.time() - t0
+                if main:
+                    _end_epoch(state, cfg, run_dir, log, last, health, evaluator)
+    except StopRequested:
+        if main:
+            print(f"saving checkpoint at epoch {state.epoch + 1} batch {state.batch}", flush=True)
+            save_checkpoint(state.state_dict(cfg), run_dir / "checkpoint.pt")
+        raise
     except KeyboardInterrupt:
         if main:
-            print(f"\ninterrupted: saving checkpoint at epoch {state.epoch + 1} batch {state.batch}",
-                  flush=True)
-            save_checkpoint(state.state_dict(cfg), run_dir / "checkpoint.pt")
+            print("quit at once: the checkpoint of the last finished epoch is kept", flush=True)
         raise
     except Diverged as e:
         if main:
@@ -384,6 +421,15 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
     return run_dir
 
 
+def _any_rank(flag, world, device):
+    """The same decision on every torchrun rank (clocks differ slightly between them)."""
+    if world == 1:
+        return bool(flag)
+    t = torch.tensor([float(bool(flag))], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def _autocast(cfg, device):
     dtype = amp_dtype(cfg, device)
     if dtype is None:
@@ -391,19 +437,50 @@ def _autocast(cfg, device):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _train_epoch(state, loader, cfg, autocast, log, progress, total, world, health):
-    """The batches of one epoch, from state.batch on (non-zero after a mid-epoch resume)."""
+def _train_epoch(state, loader, cfg, autocast, log, progress, total, world, health, stop):
+    """The batches of one epoch, from state.batch on (non-zero after a mid-epoch
+    resume). A first Ctrl-C ends it cleanly after the current batch."""
+    device = state.fixed_noise.device
     pending, first_step = [], state.step
     for real in loader.batches(state.epoch, skip=state.batch):
         if state.batch >= total:
             break
         pending.append(gan_step(state, _prepare(real, cfg), cfg, autocast))
         state.batch += 1
-        if len(pending) == cfg["log_every"]:
+        # Under torchrun every rank must reach the same flushes: stop only at full ones.
+        if len(pending) == cfg["log_every"] or (world == 1 and stop.requested):
             _flush(pending, state, first_step, log, world, health, progress, total, cfg)
             pending, first_step = [], state.step
+            if _any_rank(stop.requested, world, device):
+                raise StopRequested
     if pending:
         _flush(pending, state, first_step, log, world, health, progress, total, cfg)
+
+
+class StopRequested(KeyboardInterrupt):
+    """Ctrl-C, handled at a batch boundary so that the checkpoint is consistent."""
+
+
+class _CtrlC:
+    """First Ctrl-C: finish the batch, save, exit. Second: quit at once."""
+
+    def __enter__(self):
+        self.requested, self.previous = False, None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this batch and saving (press again to quit at once)",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
 
 
 def _prepare(real, cfg):
