@@ -181,11 +181,13 @@ class FaceImages(torch.utils.data.Dataset):
         return to_float(torch.from_numpy(arr).permute(2, 0, 1))  # 3 x size x size in [-1, 1]
 
 
-def default_cache_dir(image_dir):
-    """Beside the data when that folder is writable, else the user's cache folder."""
-    parent = Path(image_dir).parent
-    if os.access(parent, os.W_OK):
-        return parent / ".gan_cache"
+def default_cache_dir(folder):
+    """FOLDER/.gan_cache when FOLDER is writable, else the user's cache folder.
+    The mode bits are checked too: os.access says yes to root even for folders
+    marked read-only, such as shared data sets."""
+    folder = Path(folder)
+    if folder.is_dir() and os.access(folder, os.W_OK) and folder.stat().st_mode & 0o222:
+        return folder / ".gan_cache"
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gan-lecture"
 
 
@@ -211,7 +213,7 @@ def faces_uint8(files, size=64, cache_dir=None, workers=2, quiet=False):
     """All faces as a uint8 tensor N x 3 x size x size, decoded once into a
     .npy cache and memory-mapped on later runs. Unreadable files are skipped
     with a warning. The cache is written to a temporary file, then renamed."""
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(files[0].parent)
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(files[0].parent.parent)
     path = cache_path(files, size, cache_dir)
     if not path.exists():
         _build_cache(files, size, path, workers, quiet)

@@ -98,7 +98,7 @@ def plot_progress(run_dir, max_panels=6):
     if not grids:
         return
     pick = sorted({round(i) for i in np.linspace(0, len(grids) - 1, min(max_panels, len(grids)))})
-    _side_by_side([grids[i] for i in pick], [f"epoch {int(grids[i].stem[6:])}" for i in pick],
+    side_by_side([grids[i] for i in pick], [f"epoch {int(grids[i].stem[6:])}" for i in pick],
                   Path(run_dir) / "progress.png")
 
 
@@ -114,7 +114,7 @@ def plot_eval(run_dir):
     _save(fig, Path(run_dir) / "eval.png")
 
 
-def _side_by_side(paths, titles, out):
+def side_by_side(paths, titles, out):
     fig, axes = plt.subplots(1, len(paths), figsize=(3 * len(paths), 3.3), squeeze=False)
     for ax, p, t in zip(axes[0], paths, titles):
         ax.imshow(plt.imread(p))
@@ -144,7 +144,7 @@ def plot_run(run_dir, window=100):
     if grids:
         shutil.copyfile(grids[-1], run_dir / "final_grid.png")
         if (run_dir / "reals.png").exists():
-            _side_by_side([run_dir / "reals.png", grids[-1]],
+            side_by_side([run_dir / "reals.png", grids[-1]],
                           ["real", f"generated (epoch {int(grids[-1].stem[6:])})"],
                           run_dir / "real_vs_fake.png")
     return sorted(run_dir.glob("*.png"))

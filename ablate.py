@@ -1,0 +1,137 @@
+"""Train each training variant at the same budget with several seeds, score
+the results offline (evaluate.py's metrics) and write a table.
+
+    python ablate.py --data-dir ../shared/data --minutes 2 --seeds 1 2
+    python ablate.py --data-dir ../shared/data --epochs 100 --variants lecture
+    python ablate.py --dataset celeba --data-dir ../shared/data --minutes 10 --variants lecture best
+
+Every run is an ordinary training run (`OUT/VARIANT/seedN/`), one after the
+other so they do not share the CPU. The table goes to OUT/ablation.md and
+OUT/ablation.json; OUT/lecture_vs_best.png shows both presets' final grids.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from evaluate import Reference, samples_of
+from helper_plot import side_by_side, read_events
+from generate import load_generator
+
+VARIANTS = {
+    "mnist": {
+        "lecture": [],
+        "fresh_noise": ["--fresh-noise"],
+        "label_smoothing": ["--label-smoothing", "0.1"],
+        "ema": ["--ema-decay", "0.999"],
+        "dcgan_init": ["--init", "dcgan"],
+        "wide": ["--g-hidden", "256,512,1024", "--d-hidden", "512,256", "--slope", "0.2",
+                 "--dropout", "0", "--batch-size", "64"],
+        "best": ["--preset", "best"],
+    },
+    "celeba": {
+        "lecture": [],
+        "fresh_noise": ["--fresh-noise"],
+        "ema": ["--ema-decay", "0.999"],
+        "dcgan_init": ["--init", "dcgan"],
+        "best": ["--preset", "best"],
+    },
+}
+SCRIPT = {"mnist": "train_mnist_gan.py", "celeba": "train_celeba_dcgan.py"}
+KEYS = {"mnist": ["fid", "inception_score", "min_class_share"], "celeba": ["swd_mean", "ms_ssim"]}
+
+
+def train(dataset, variant, seed, args):
+    """One training run in its own process; returns its folder."""
+    out = Path(args.out) / variant / f"seed{seed}"
+    cmd = [sys.executable, SCRIPT[dataset], *VARIANTS[dataset][variant],
+           "--data-dir", args.data_dir, "--out", str(out), "--seed", str(seed),
+           "--epochs", str(args.epochs), "--time-budget", str(args.minutes),
+           "--overwrite", "--log-every", "200", "--plot-every", "1000", *args.extra]
+    if args.max_batches:
+        cmd += ["--max-batches", str(args.max_batches)]
+    print(f"--- {variant} seed {seed}: {' '.join(cmd[1:])}", flush=True)
+    t0 = time.time()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL if args.quiet else None)
+    print(f"    trained in {time.time() - t0:.0f} s", flush=True)
+    return out
+
+
+def score(run_dir, ref, num):
+    gen, cfg = load_generator(run_dir)
+    scores = ref.scores(samples_of(gen, cfg["latent_dim"], num))
+    epochs = read_events(run_dir, "epoch")
+    scores["epochs"] = float(len(epochs))
+    scores["train_seconds"] = float(sum(e["seconds"] for e in epochs))
+    scores["warnings"] = float(len(read_events(run_dir, "warning")))
+    return scores
+
+
+def summarize(results, keys):
+    """{variant: [scores per seed]} -> rows of mean and spread (std over seeds)."""
+    rows = []
+    for variant, runs in results.items():
+        row = {"variant": variant, "seeds": len(runs)}
+        for key in keys + ["epochs", "train_seconds", "warnings"]:
+            vals = np.array([r[key] for r in runs])
+            row[key] = (float(vals.mean()), float(vals.std()))
+        rows.append(row)
+    return rows
+
+
+def markdown(rows, keys, header):
+    cols = keys + ["epochs", "train_seconds", "warnings"]
+    lines = [header, "", "| variant | seeds | " + " | ".join(cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    for r in rows:
+        cells = [f"{r[k][0]:.3f} ± {r[k][1]:.3f}" if k in keys else f"{r[k][0]:.1f}" for k in cols]
+        lines.append(f"| {r['variant']} | {r['seeds']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=["mnist", "celeba"], default="mnist")
+    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--out", default="runs/ablation")
+    p.add_argument("--variants", nargs="+", help="default: all of the dataset's variants")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--epochs", type=int, default=1000, help="epochs per run (with --minutes: at most)")
+    p.add_argument("--minutes", type=float, default=0, help="training time per run (0: epochs only)")
+    p.add_argument("--max-batches", type=int, default=0)
+    p.add_argument("--num", type=int, default=10000, help="samples scored per run")
+    p.add_argument("--skip-training", action="store_true", help="score existing runs only")
+    p.add_argument("--quiet", action="store_true", help="hide the training output")
+    p.add_argument("extra", nargs="*", help="flags passed to every run (after --)")
+    args = p.parse_args(argv)
+    variants = args.variants or list(VARIANTS[args.dataset])
+    unknown = set(variants) - set(VARIANTS[args.dataset])
+    if unknown:
+        p.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS[args.dataset])}")
+    run_dirs = {v: [Path(args.out) / v / f"seed{s}" if args.skip_training else train(args.dataset, v, s, args)
+                    for s in args.seeds] for v in variants}
+    ref = Reference(args.dataset, {"data_dir": args.data_dir, "image_size": 64}, min(args.num, 5000))
+    results = {v: [score(d, ref, args.num) for d in dirs] for v, dirs in run_dirs.items()}
+    keys = KEYS[args.dataset]
+    rows = summarize(results, keys)
+    budget = f"{args.minutes:g} min" if args.minutes else f"{args.epochs} epochs"
+    header = (f"{args.dataset}: budget {budget} per run, seeds {args.seeds}, {args.num} samples scored; "
+              f"mean ± std over seeds")
+    table = markdown(rows, keys, header)
+    print(table)
+    out = Path(args.out)
+    (out / "ablation.md").write_text(table)
+    (out / "ablation.json").write_text(json.dumps({"rows": rows, "runs": results,
+                                                   "args": vars(args)}, indent=2))
+    if {"lecture", "best"} <= set(variants):
+        seed = args.seeds[0]
+        side_by_side([out / v / f"seed{seed}" / "final_grid.png" for v in ("lecture", "best")],
+                      ["lecture preset", "best preset"], out / "lecture_vs_best.png")
+
+
+if __name__ == "__main__":
+    main()

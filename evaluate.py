@@ -1,0 +1,132 @@
+"""How good are a run's samples? Offline metrics, no downloads.
+
+    python evaluate.py runs/mnist_gan --data-dir ../shared/data
+    python evaluate.py runs/celeba_dcgan --data-dir ../shared/data --num 2000 --json scores.json
+
+MNIST runs: "MNIST FID" (Frechet distance in the features of a small classifier
+this project trains once on MNIST and caches), classifier Inception Score (at
+most 10) and the share of each digit among the samples. Face runs: sliced
+Wasserstein distance on Laplacian pyramid patches (x 1e3, lower is better) and
+MS-SSIM among samples (lower is more diverse). The same numbers for real images
+are printed as the floor. `--inception` adds Inception FID through torchmetrics
+when its weights can be had (an optional extra), else it says why not.
+"""
+import argparse
+import json
+import sys
+
+import torch
+
+import helper_eval
+from helper_data import DataError, faces_uint8, find_celeba, mnist_uint8, to_float
+from helper_train import RunError, pick_device, sample
+
+EVAL_NUM = {"mnist": 5000, "celeba": 1000}   # samples per evaluation during training (cheap)
+
+
+def dataset_of(cfg):
+    return "mnist" if cfg["model"] == "fc" else "celeba"
+
+
+def _pick(images, num, seed, offset=0):
+    """`num` images chosen by a seeded permutation (offset: a disjoint second set)."""
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    return images[perm[offset:offset + num]]
+
+
+class Reference:
+    """Real images to compare against, loaded once: MNIST's test set, or faces."""
+
+    def __init__(self, dataset, cfg, num, seed=0):
+        self.dataset = dataset
+        if dataset == "mnist":
+            self.classifier = helper_eval.load_mnist_classifier(cfg["data_dir"])
+            self.real = to_float(mnist_uint8(cfg["data_dir"], download=False, train=False))
+            self.train_real = to_float(_pick(mnist_uint8(cfg["data_dir"], download=False), num, seed))
+        else:
+            faces = faces_uint8(find_celeba(cfg["data_dir"]), cfg["image_size"], cfg.get("cache_dir"))
+            if len(faces) < 2 * num:
+                raise DataError(f"--num {num} needs {2 * num} real faces, found {len(faces)}")
+            self.real = to_float(_pick(faces, num, seed))
+            self.train_real = to_float(_pick(faces, num, seed, offset=num))   # the floor: other real faces
+
+    def scores(self, images, seed=0):
+        if self.dataset == "mnist":
+            return helper_eval.mnist_scores(self.classifier, images, self.real)
+        return helper_eval.rgb_scores(images, self.real, seed=seed)
+
+    def floor(self):
+        return self.scores(self.train_real)
+
+
+def samples_of(gen, latent_dim, num, seed=0):
+    noise = torch.randn(num, latent_dim, generator=torch.Generator().manual_seed(seed))
+    return sample(gen, noise.to(next(gen.parameters()).device))
+
+
+def make_evaluator(dataset, cfg):
+    """For --eval-every: a function gen -> {metric: float}, reference loaded once."""
+    ref = Reference(dataset, cfg, EVAL_NUM[dataset])
+
+    def evaluate(gen):
+        scores = ref.scores(samples_of(gen, cfg["latent_dim"], EVAL_NUM[dataset]))
+        return {k: v for k, v in scores.items() if isinstance(v, float)}
+    return evaluate
+
+
+def inception_fid(samples, real):
+    """Inception FID via torchmetrics, or None with a one-line reason."""
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        fid = FrechetInceptionDistance(feature=2048, normalize=True)
+        for images, is_real in ((real, True), (samples, False)):
+            rgb = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+            fid.update((rgb + 1) / 2, real=is_real)
+        return float(fid.compute()), None
+    except Exception as e:   # not installed, or its weights cannot be downloaded here
+        return None, f"Inception FID skipped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run", help="a run folder or its checkpoint.pt")
+    p.add_argument("--data-dir", help="dataset root (default: the run's own --data-dir)")
+    p.add_argument("--num", type=int, help="samples (default: 10000 for MNIST, 2000 for faces)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", help="also write the scores to this JSON file")
+    p.add_argument("--inception", action="store_true", help="add Inception FID (needs torchmetrics + weights)")
+    args = p.parse_args(argv)
+    try:
+        from generate import load_generator
+        gen, cfg = load_generator(args.run, pick_device(args.device))
+        cfg = {**cfg, "data_dir": args.data_dir or cfg["data_dir"]}
+        dataset = dataset_of(cfg)
+        num = args.num or {"mnist": 10000, "celeba": 2000}[dataset]
+        ref = Reference(dataset, cfg, num, args.seed)
+        result = {"samples": ref.scores(samples_of(gen, cfg["latent_dim"], num, args.seed), args.seed),
+                  "real_floor": ref.floor(), "num": num, "run": args.run}
+        if args.inception:
+            result["inception_fid"], note = inception_fid(samples_of(gen, cfg["latent_dim"], num), ref.real)
+            if note:
+                print(note)
+    except (DataError, RunError, helper_eval.EvalError) as e:
+        sys.exit(f"error: {e}")
+    print_table(result)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+def print_table(result):
+    print(f"{'metric':<20}{'samples':>12}{'real (floor)':>14}")
+    for key, value in result["samples"].items():
+        if isinstance(value, float):
+            print(f"{key:<20}{value:>12.4f}{result['real_floor'][key]:>14.4f}")
+    if "class_shares" in result["samples"]:
+        shares = " ".join(f"{d}:{s:.3f}" for d, s in enumerate(result["samples"]["class_shares"]))
+        print(f"digit shares: {shares}")
+
+
+if __name__ == "__main__":
+    main()
