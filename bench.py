@@ -6,6 +6,7 @@ side in one process, on the real data.
     python bench.py --only mnist --repeats 1      # one full MNIST epoch per loop
     python bench.py --device cuda --num-workers 8 --json runs/bench_gpu.json
     python bench.py --only pipeline --rebuild-cache   # input paths only, and time a fresh CelebA cache
+    OMP_WAIT_POLICY=PASSIVE python bench.py --quick   # on a CPU shared with other jobs (see below)
 
 (a) the lecture as written: torchvision MNIST / a per-image folder dataset with
     PIL transforms, a torch DataLoader (shuffle=True, --num-workers), plain Adam,
@@ -31,7 +32,13 @@ interleaved so that a change in machine load hits both alike:
   reset before each through /proc/self/clear_refs; where that is not allowed,
   getrusage's peak since the process started). DataLoader worker processes are
   not included. The increase over the resident set at the start is reported too.
-The table is printed at the end; everything, with the machine, goes to --json.
+The table is printed at the end; everything, with the machine, goes to --json
+(with the CPU time of the main process beside each wall time).
+
+On a CPU that other jobs are using, OpenMP threads that spin while waiting for
+each other make small-tensor work (the MNIST GAN, the tensor input path) many
+times slower and very noisy; OMP_WAIT_POLICY=PASSIVE or --threads 1 avoids that.
+Timings to report come from an otherwise idle machine.
 """
 import argparse
 import contextlib
@@ -40,7 +47,6 @@ import json
 import math
 import os
 import platform
-import resource
 import shutil
 import statistics
 import sys
@@ -56,6 +62,9 @@ import helper_train
 from models import build_models
 
 MB = 2 ** 20
+# Settings that change CPU timings a lot (OMP_WAIT_POLICY=PASSIVE matters on a shared machine).
+THREAD_ENV = ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+              "KMP_BLOCKTIME", "OMP_PROC_BIND", "CUDA_VISIBLE_DEVICES"]
 LOG_EVERY = 50  # train_gan's default --log-every: batches between copies of the metrics to the host
 
 
@@ -83,7 +92,8 @@ def machine_info(device):
     info = {"cpu": cpu_model(), "cores": cpu_cores(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "torchvision": torchvision.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
-            "device": str(device), "load_average_start": _loadavg()}
+            "device": str(device), "load_average_start": _loadavg(),
+            "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ}}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
@@ -98,10 +108,18 @@ def _loadavg():
 
 
 def clock(device):
-    """time.perf_counter after the GPU has finished what was queued (else we time the queueing)."""
+    """(wall time, CPU time of this process) once the GPU has finished what was
+    queued (else we would time the queueing). The CPU time counts this process's
+    threads only, not DataLoader workers; on a busy machine it is the steadier
+    of the two for single-threaded work (waiting for a core does not count)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter()
+    return time.perf_counter(), time.process_time()
+
+
+def since(start, device):
+    wall, cpu = clock(device)
+    return wall - start[0], cpu - start[1]
 
 
 def _proc_status_kb(field):
@@ -115,6 +133,7 @@ def _proc_status_kb(field):
 
 
 def _ru_maxrss_mb():
+    import resource  # Unix only, and only needed where /proc is missing
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / MB if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
@@ -239,7 +258,6 @@ def lecture_step(gen, disc, opt_g, opt_d, real, latent_dim, log):
 
 class LectureTrainer:
     """Loader, models and optimizers of the lecture's loop; `step` trains on one batch."""
-    name = "lecture"
 
     def __init__(self, loader, cfg, device):
         self.loader, self.device, self.latent_dim = loader, device, cfg["latent_dim"]
@@ -250,6 +268,8 @@ class LectureTrainer:
         self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg["lr_gen"], betas=betas)
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg["lr_disc"], betas=betas)
         self.log = {"g_loss": [], "d_loss": [], "acc_real": [], "acc_fake": []}
+        self.options = {"input": f"DataLoader, {loader.num_workers} workers", "precision": "float32",
+                        "adam": "default (foreach on CUDA, per-tensor on CPU)", "sync": "4 x .item() per batch"}
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = False  # the lecture does not turn it on
 
@@ -283,7 +303,6 @@ def project_config(dataset, args):
 
 class ProjectTrainer:
     """make_loader's TensorLoader + GANState + gan_step, metrics flushed every LOG_EVERY batches."""
-    name = "project"
 
     def __init__(self, loader, cfg, device):
         self.loader, self.cfg = loader, cfg
@@ -298,8 +317,11 @@ class ProjectTrainer:
         dtype = helper_train.amp_dtype(cfg, device)
         self.autocast = (torch.autocast(device.type, dtype=dtype) if dtype is not None
                          else contextlib.nullcontext())  # both reusable across steps
-        self.amp = str(dtype).replace("torch.", "") if dtype is not None else "off"
-        self.pending, self.rows = [], 0
+        self.options = {"input": type(loader).__name__,
+                        "precision": str(dtype).replace("torch.", "") if dtype is not None else "float32",
+                        "adam": "fused", "channels_last": channels_last,
+                        "sync": f"one host copy per {LOG_EVERY} batches"}
+        self.pending = []
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # as train_gan: fixed shapes, let cuDNN pick kernels
 
@@ -320,7 +342,7 @@ class ProjectTrainer:
         values = torch.stack(self.pending).cpu()
         if not torch.isfinite(values).all():
             raise helper_train.Diverged("a loss became NaN or infinite during the benchmark")
-        self.rows += len(values.tolist())
+        values.tolist()   # train_gan turns them into CSV rows
         self.pending = []
 
 
@@ -338,37 +360,38 @@ def endless(trainer):
         e += 1
 
 
-def time_batches(trainer, step, n_warmup, n_timed, device):
-    """Seconds for n_timed steps, after n_warmup untimed ones from the same stream."""
+def time_batches(trainer, n_warmup, n_timed, device):
+    """(wall, CPU) seconds for n_timed steps, after n_warmup untimed ones from the same stream."""
     batches = endless(trainer)
     for _ in range(n_warmup):
-        step(next(batches))
+        trainer.step(next(batches))
     trainer.finish()
     t0 = clock(device)
     for _ in range(n_timed):
-        step(next(batches))
+        trainer.step(next(batches))
     trainer.finish()
-    seconds = clock(device) - t0
+    seconds = since(t0, device)
     batches.close()  # stops DataLoader workers now rather than at garbage collection
     return seconds
 
 
 def time_epoch(trainer, device, n_warmup):
-    """Seconds for one whole epoch, starting the loader's iteration inside the
+    """(wall, CPU) seconds for one whole epoch, starting the loader's iteration inside the
     clock (a real epoch pays for starting its DataLoader workers)."""
-    time_batches(trainer, trainer.step, n_warmup, 0, device)
+    time_batches(trainer, n_warmup, 0, device)
     t0 = clock(device)
     for batch in trainer.epoch(1):
         trainer.step(batch)
     trainer.finish()
-    return clock(device) - t0
+    return since(t0, device)
 
 
 class Pipe:
     """A loader seen as a trainer whose step only moves the batch to the device."""
 
-    def __init__(self, name, loader, device):
-        self.name, self.loader, self.device = name, loader, device
+    def __init__(self, loader, device):
+        self.loader, self.device = loader, device
+        self.options = {"input": type(loader).__name__}
 
     def epoch(self, e):
         if isinstance(self.loader, helper_data.TensorLoader):
@@ -395,26 +418,30 @@ def build(side, dataset, args, device):
 
 
 def one_run(side, dataset, kind, args, device, plan):
-    """One timed measurement of one side; returns (value, seconds, memory)."""
+    """One timed measurement of one side: {value, wall_s, cpu_s} and the PeakMemory."""
     with PeakMemory(device) as mem:
         if kind == "pipeline":
             cfg = project_config(dataset, args)
             loader = (lecture_loader(dataset, args.data_dir, args.batch_size, args.num_workers)
                       if side == "lecture" else project_loader(dataset, cfg, device))
-            trainer = Pipe(side, loader, device)
+            trainer = Pipe(loader, device)
         else:
             trainer = build(side, dataset, args, device)
         if plan["full_epoch"]:
-            seconds = time_epoch(trainer, device, plan["warmup"])
+            wall, cpu = time_epoch(trainer, device, plan["warmup"])
         else:
-            seconds = time_batches(trainer, trainer.step, plan["warmup"], plan["batches"], device)
+            wall, cpu = time_batches(trainer, plan["warmup"], plan["batches"], device)
+        options = trainer.options
         del trainer
-    images = plan["batches"] * args.batch_size
+    return {"value": rate(kind, wall, plan, args.batch_size), "options": options,
+            "cpu_value": rate(kind, cpu, plan, args.batch_size), "wall_s": wall, "cpu_s": cpu}, mem
+
+
+def rate(kind, seconds, plan, batch_size):
+    """MNIST training: s/epoch (exact for a full epoch, else scaled); the rest: images/s."""
     if kind == "mnist":
-        value = seconds / plan["batches"] * plan["epoch_batches"]   # s/epoch (exact for a full epoch)
-    else:
-        value = images / seconds                                    # images/s
-    return value, seconds, mem
+        return seconds / plan["batches"] * plan["epoch_batches"]
+    return plan["batches"] * batch_size / max(seconds, 1e-9)
 
 
 def measure(kind, dataset, args, device, plan, results):
@@ -424,18 +451,14 @@ def measure(kind, dataset, args, device, plan, results):
     entry = {"unit": unit, "plan": plan, "lecture": _empty(), "project": _empty()}
     for r in range(args.repeats):
         for side in ("lecture", "project"):
-            value, seconds, mem = one_run(side, dataset, kind, args, device, plan)
-            e = entry[side]
-            e["values"].append(round(value, 4))
-            e["seconds"].append(round(seconds, 4))
-            e["peak_mem_mb"].append(round(mem.peak_mb, 1))
-            e["mem_increase_mb"].append(round(mem.increase_mb, 1))
-            e["memory_kind"] = mem.kind
-            print(f"  {key:16s} {side:8s} repeat {r + 1}/{args.repeats}: {value:10.2f} {unit} "
-                  f"({seconds:.2f} s timed, peak {mem.peak_mb:.0f} MiB, +{mem.increase_mb:.0f} MiB)",
-                  flush=True)
+            got, mem = one_run(side, dataset, kind, args, device, plan)
+            _record(entry[side], got, mem)
+            print(f"  {key:16s} {side:8s} repeat {r + 1}/{args.repeats}: {got['value']:10.2f} {unit} "
+                  f"({got['wall_s']:.2f} s timed, CPU {got['cpu_s']:.2f} s; peak {mem.peak_mb:.0f} MiB, "
+                  f"+{mem.increase_mb:.0f} MiB)", flush=True)
     for side in ("lecture", "project"):
         entry[side]["median"] = statistics.median(entry[side]["values"])
+        entry[side]["cpu_median"] = statistics.median(entry[side]["cpu_values"])
     a, b = entry["lecture"]["median"], entry["project"]["median"]
     entry["ratio_b_over_a"] = b / a
     entry["speedup"] = a / b if unit == "s/epoch" else b / a   # how many times faster b is
@@ -443,7 +466,19 @@ def measure(kind, dataset, args, device, plan, results):
 
 
 def _empty():
-    return {"values": [], "seconds": [], "peak_mem_mb": [], "mem_increase_mb": []}
+    return {"values": [], "cpu_values": [], "wall_s": [], "cpu_s": [],
+            "peak_mem_mb": [], "mem_increase_mb": []}
+
+
+def _record(e, got, mem):
+    e["values"].append(round(got["value"], 4))
+    e["cpu_values"].append(round(got["cpu_value"], 4))   # the same rate from main-process CPU time
+    e["wall_s"].append(round(got["wall_s"], 4))
+    e["cpu_s"].append(round(got["cpu_s"], 4))
+    e["peak_mem_mb"].append(round(mem.peak_mb, 1))
+    e["mem_increase_mb"].append(round(mem.increase_mb, 1))
+    e["memory_kind"] = mem.kind
+    e["options"] = got["options"]
 
 
 def celeba_cache(args, results):
@@ -594,6 +629,10 @@ def run_all(args, device):
     plan = plans(args, device, epoch_batches)
     print(f"device {device}, {torch.get_num_threads()} threads, {cpu_model()}, "
           f"load average {_loadavg()}", flush=True)
+    load = _loadavg()
+    if load and load[0] > cpu_cores() - 0.5:
+        print(f"warning: load average {load[0]} with {cpu_cores()} cores: other work is running, "
+              f"CPU timings will be noisy (the CPU-time columns in the JSON are steadier)", flush=True)
     t0 = time.perf_counter()
     if args.only in (None, "pipeline"):
         mnist_setup(args, results)

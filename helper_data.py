@@ -162,7 +162,7 @@ def load_face(path, size=64):
         with Image.open(path) as img:
             img = img.convert("RGB")
             img = img.crop(crop_box(*img.size)).resize((size, size), Image.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+            return np.array(img, dtype=np.uint8)  # a writable copy
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {path}: {e}") from None
 
@@ -252,8 +252,8 @@ def _build_cache(files, size, path, workers, quiet):
                         f"(first error: {bad[0]})")
     out.flush()
     del out
-    if bad:  # rewrite without the unused tail so the file holds only good images
-        np.save(tmp, np.load(tmp, mmap_mode="r")[:kept])
+    if bad:  # rewrite without the unused tail (read it all first: np.save truncates the file)
+        np.save(tmp, np.load(tmp)[:kept])
     os.replace(tmp, path)
     if not quiet:
         progress.update(len(files), force=True)

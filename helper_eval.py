@@ -105,7 +105,9 @@ def train_mnist_classifier(data_dir, epochs=3, seed=0, device="cpu", log=print,
     random shifts of up to `shift` pixels. `max_batches` stops early (for tests)."""
     x, y = _mnist(data_dir, train=True)
     x_test, y_test = _mnist(data_dir, train=False)
-    with torch.random.fork_rng(devices=[]):  # init and dropout draw from the global RNG
+    dev = torch.device(device)
+    # init and dropout draw from the global RNG: fork it, so the caller's stream is left as it was
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         model = MnistClassifier().to(device)
         gen = torch.Generator().manual_seed(seed)  # shuffling and shifts
@@ -156,9 +158,10 @@ def load_mnist_classifier(data_dir, cache_dir=None, device="cpu", log=print):
         try:
             ckpt = torch.load(path, map_location=device, weights_only=True)
             model.load_state_dict(ckpt["state_dict"])
+            log(f"loaded MNIST classifier (test accuracy {ckpt['test_accuracy']:.4f}) from {path}")
             return model.eval()
-        except (RuntimeError, KeyError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:  # truncated or stale file
-            log(f"cannot read {path} ({type(e).__name__}), training again")
+        except (RuntimeError, KeyError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
+            log(f"cannot read {path} ({type(e).__name__}), training again")  # truncated or stale file
     log(f"no cached MNIST classifier in {path.parent}: training one (a few CPU minutes, once)")
     model, acc = train_mnist_classifier(data_dir, device=device, log=log)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 import helper_plot
 from helper_data import DataError, Progress, make_loader
-from models import build_models
+from models import num_doublings, build_models
 
 METRICS = ["step", "epoch", "batch", "g_loss", "d_loss", "d_acc_real", "d_acc_fake"]
 CKPT_FORMAT = "gan-lecture-checkpoint-v1"
@@ -102,7 +102,7 @@ def parse_config(parser, presets, argv=None):
     # Which flags were typed: parse again with every default None.
     blank = copy.deepcopy(parser)
     blank.set_defaults(**{a.dest: None for a in blank._actions if a.dest != "help"})
-    given = {k for k, v in vars(blank.parse_args(argv)).items() if v not in (None, False)}
+    given = {k for k, v in vars(blank.parse_args(argv)).items() if v is not None and v is not False}
     cfg = vars(args)
     _validate(parser, cfg)
     return cfg, given
@@ -119,8 +119,14 @@ def _validate(parser, cfg):
         parser.error("--max-batches, --num-workers, --time-budget and --eval-every must be >= 0")
     if cfg["log_every"] < 1 or cfg["plot_every"] < 1:
         parser.error("--log-every and --plot-every must be >= 1")
-    if not 0 <= cfg["label_smoothing"] < 1 or not 0 <= cfg["ema_decay"] < 1:
-        parser.error("--label-smoothing and --ema-decay must lie in [0, 1)")
+    for key in ("label_smoothing", "ema_decay", "beta1", "dropout"):
+        if key in cfg and not 0 <= cfg[key] < 1:
+            parser.error(f"--{key.replace('_', '-')} must lie in [0, 1), not {cfg[key]}")
+    if "image_size" in cfg:
+        try:
+            num_doublings(cfg["image_size"])
+        except ValueError as e:
+            parser.error(f"--image-size: {e}")
     if cfg["resume"] and cfg["overwrite"]:
         parser.error("--resume and --overwrite exclude each other")
 
@@ -509,9 +515,10 @@ def _flush(pending, state, first_step, log, world, health, progress, total, cfg)
             for msg in health.update(rows):
                 _warn(log, state.step, state.epoch + 1, msg)
     if len(bad):
+        kept = (f"the last good checkpoint (end of epoch {state.epoch}) and the plots are kept"
+                if state.epoch else "the plots are kept (no epoch had finished, so no checkpoint)")
         raise Diverged(f"loss became {rows[-1][3]:.4g} (G) / {rows[-1][4]:.4g} (D) at epoch "
-                       f"{state.epoch + 1} batch {rows[-1][2]}: training stopped; the last good "
-                       f"checkpoint (end of epoch {state.epoch}) and the plots are kept. "
+                       f"{state.epoch + 1} batch {rows[-1][2]}: training stopped; {kept}. "
                        f"Try lower learning rates or --amp off.")
     if log is not None:
         g, d, acc_real, acc_fake = values.mean(0).tolist()
@@ -616,7 +623,8 @@ def prepare_run_dir(cfg, given, rank, world, device):
         if ignored and rank == 0:
             print(f"note: on --resume the run's own settings are kept; ignoring "
                   + ", ".join("--" + k.replace("_", "-") for k in ignored))
-        cfg = {**cfg, **ckpt["config"], **{k: cfg[k] for k in given & RESUMABLE}, "resume": True}
+        cfg = {**cfg, **ckpt["config"], **{k: cfg[k] for k in given & RESUMABLE},
+               "resume": True, "out": cfg["out"]}   # the folder as it is now, even if moved
     elif any((out / f).exists() for f in RUN_FILES[:4]):
         if not cfg["overwrite"]:
             raise RunError(f"{out} already holds a run: add --resume to continue it, "

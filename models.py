@@ -68,10 +68,10 @@ class FCDiscriminator(nn.Module):
         return self.net(x).view(-1)  # N
 
 
-def _num_doublings(image_size):
+def num_doublings(image_size):
     """A DCGAN goes 4 -> 8 -> ... -> image_size by doubling; the lecture's 64 needs 4."""
-    k = int(round(math.log2(image_size / 4)))
-    if image_size < 8 or 4 * 2 ** k != image_size:
+    k = int(round(math.log2(image_size / 4))) if image_size >= 8 else 0
+    if k < 1 or 4 * 2 ** k != image_size:
         raise ValueError(f"image size {image_size} must be 4 * 2**k with k >= 1 (e.g. 32, 64, 128)")
     return k
 
@@ -86,7 +86,7 @@ class DCGANGenerator(nn.Module):
                  slope=0.01, activation="leaky"):
         super().__init__()
         self.latent_dim = latent_dim
-        k = _num_doublings(image_size)
+        k = num_doublings(image_size)
         widths = [features * 2 ** i for i in reversed(range(k))]   # 64: [8g, 4g, 2g, g]
 
         def block(n_in, n_out, stride, pad):
@@ -111,7 +111,7 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(self, channels=3, features=64, image_size=64, slope=0.01):
         super().__init__()
-        k = _num_doublings(image_size)
+        k = num_doublings(image_size)
         widths = [features * 2 ** i for i in range(k)]            # 64: [d, 2d, 4d, 8d]
         layers = [nn.Conv2d(channels, widths[0], 4, 2, 1), nn.LeakyReLU(slope)]  # d x 32 x 32
         for n_in, n_out in zip(widths[:-1], widths[1:]):

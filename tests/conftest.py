@@ -113,10 +113,6 @@ def run_main(main, argv, capsys=None):
     return code, out, err
 
 
-def error_lines(err):
-    return [line for line in err.splitlines() if "error" in line.lower()]
-
-
 def mnist_argv(data, out, *extra, epochs=2):
     return ["--data-dir", data, "--out", out, "--epochs", epochs, "--batch-size", 16,
             "--max-batches", 3, "--num-workers", 0, "--device", "cpu", *extra]

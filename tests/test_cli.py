@@ -58,10 +58,6 @@ def test_bad_mnist_widths(tmp_path, capsys):
     assert_one_line_error(code, err, 2, "--d-hidden")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "flags that only the model or optimizer constructors check are not validated: "
-    "--image-size 48, --dropout 1.5 and --beta1 1.5 end in a ValueError traceback from "
-    "models._num_doublings / nn.Dropout / torch.optim.Adam, after the run folder was written"))
 @pytest.mark.parametrize("script,argv", [
     ("celeba", ["--image-size", "48"]),
     ("mnist", ["--dropout", "1.5"]),

@@ -291,9 +291,9 @@ def test_resume_dcgan_equals_uninterrupted(celeba_root, dcgan_reference, tmp_pat
 
 # ---------------------------------------------------------------- Ctrl-C
 
-def interrupt_at(monkeypatch, step, inside=False):
-    """Ctrl-C (a real SIGINT) when global step `step` starts, or in its middle: after
-    the D update, before the G update."""
+def interrupt_at(monkeypatch, step, inside=False, times=1):
+    """Ctrl-C (`times` real SIGINTs) when global step `step` starts, or in its middle:
+    after the D update, before the G update."""
     real = helper_train.gan_step
 
     def wrapped(s, batch, cfg, autocast):
@@ -303,11 +303,13 @@ def interrupt_at(monkeypatch, step, inside=False):
 
                 def interrupted_g_step(*a, **k):
                     del s.opt_g.step
-                    send_sigint()
+                    for _ in range(times):
+                        send_sigint()
                     return g_step(*a, **k)
                 s.opt_g.step = interrupted_g_step
             else:
-                send_sigint()
+                for _ in range(times):
+                    send_sigint()
         return real(s, batch, cfg, autocast)
     monkeypatch.setattr(helper_train, "gan_step", wrapped)
 
@@ -330,10 +332,9 @@ def test_ctrl_c_mid_epoch_saves_and_resumes_exactly(mnist_root, mnist_reference,
     assert_same_run(out, mnist_reference, 3)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "helper_train._train_epoch buffers up to --log-every rows in a local list; on Ctrl-C "
-    "train_gan saves a checkpoint past them but never writes them, so metrics.csv misses rows"))
 def test_ctrl_c_keeps_the_buffered_metric_rows(mnist_root, mnist_reference, tmp_path, monkeypatch):
+    """With the default --log-every 50 the rows of the interrupted epoch wait in memory:
+    they must reach metrics.csv before the checkpoint that counts them."""
     out = tmp_path / "run"
     interrupt_at(monkeypatch, 4)     # default --log-every 50: rows wait in memory
     code, _, _ = run_main(train_mnist_gan.main, mnist_argv(mnist_root, out, epochs=3))
@@ -344,15 +345,27 @@ def test_ctrl_c_keeps_the_buffered_metric_rows(mnist_root, mnist_reference, tmp_
     assert torch.equal(metric_values(out), metric_values(mnist_reference))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Ctrl-C arriving inside gan_step (after opt_d.step, before opt_g.step) raises at once; "
-    "train_gan then checkpoints a half-done step (D updated, G not, step/batch not counted) "
-    "and the resumed run replays the batch: it differs from the uninterrupted run"))
 def test_ctrl_c_inside_a_step_resumes_exactly(mnist_root, mnist_reference, tmp_path, monkeypatch):
+    """Ctrl-C between the D update and the G update: the step must still be finished
+    (or not saved), never checkpointed half done."""
     out = tmp_path / "run"
     interrupt_at(monkeypatch, 4, inside=True)
     code, _, _ = run_main(train_mnist_gan.main, mnist_argv(mnist_root, out, "--log-every", 1, epochs=3))
     assert code == 130
+    monkeypatch.undo()
+    assert run_main(train_mnist_gan.main, ["--resume", "--out", out])[0] == 0
+    assert_same_run(out, mnist_reference, 3)
+
+
+def test_second_ctrl_c_quits_at_once_keeping_the_epoch_checkpoint(mnist_root, mnist_reference, tmp_path,
+                                                                  monkeypatch, capsys):
+    out = tmp_path / "run"
+    interrupt_at(monkeypatch, 4, inside=True, times=2)
+    code, _, err = run_main(train_mnist_gan.main, mnist_argv(mnist_root, out, epochs=3), capsys)
+    assert code == 130 and "--resume" in err.strip().splitlines()[-1]
+    ckpt = load_ckpt(out)
+    assert (ckpt["epoch"], ckpt["batch"], ckpt["step"]) == (1, 0, 3)   # not the half-done step
+    assert (out / "loss.png").is_file()
     monkeypatch.undo()
     assert run_main(train_mnist_gan.main, ["--resume", "--out", out])[0] == 0
     assert_same_run(out, mnist_reference, 3)
@@ -428,10 +441,6 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert len(lines) == 1 and "no checkpoint" in lines[0] and "Traceback" not in err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "helper_train.prepare_run_dir merges {**cfg, **ckpt['config'], ...}; 'out' is not in "
-    "RESUMABLE, so a resumed run writes to the folder saved in the checkpoint, not to --out "
-    "(resuming a copied run silently continues the original)"))
 @pytest.mark.parametrize("how", ["moved", "copied"])
 def test_resume_a_moved_or_copied_run_writes_to_out(mnist_root, tmp_path, how):
     old, new = tmp_path / "old", tmp_path / "new"
@@ -449,9 +458,6 @@ def test_resume_a_moved_or_copied_run_writes_to_out(mnist_root, tmp_path, how):
         assert load_ckpt(old)["epoch"] == 1 and not (old / "grids" / "epoch_002.png").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "helper_train.parse_config: `v not in (None, False)` treats 0 as not given (0 == False), "
-    "so --max-batches 0 (and --num-workers 0, --eval-every 0) is ignored on --resume"))
 def test_resume_honours_max_batches_zero(mnist_root, tmp_path):
     out = tmp_path / "run"
     assert run_main(train_mnist_gan.main, mnist_argv(mnist_root, out, epochs=1))[0] == 0
