@@ -41,7 +41,6 @@ times slower and very noisy; OMP_WAIT_POLICY=PASSIVE or --threads 1 avoids that.
 Timings to report come from an otherwise idle machine.
 """
 import argparse
-import contextlib
 import gc
 import json
 import math
@@ -261,7 +260,7 @@ class LectureTrainer:
 
     def __init__(self, loader, cfg, device):
         self.loader, self.device, self.latent_dim = loader, device, cfg["latent_dim"]
-        torch.manual_seed(0)  # same initial weights as the project side
+        torch.manual_seed(cfg["seed"])  # same initial weights as the project side (build_state)
         gen, disc = build_models(cfg)
         self.gen, self.disc = gen.to(device), disc.to(device)
         betas = (cfg["beta1"], 0.999)
@@ -306,31 +305,21 @@ class ProjectTrainer:
 
     def __init__(self, loader, cfg, device):
         self.loader, self.cfg = loader, cfg
-        torch.manual_seed(0)  # same initial weights as the lecture side
-        gen, disc = build_models(cfg)
-        channels_last = cfg["model"] == "dcgan" and device.type == "cuda"   # train_gan's default
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.channels_last = channels_last
-        self.state = helper_train.GANState(gen.to(device, memory_format=fmt),
-                                           disc.to(device, memory_format=fmt), cfg, device)
-        self.state.wrap(cfg, device, world=1)
+        cfg["channels_last"] = helper_train.resolve_channels_last(cfg, device)  # as train_gan
+        self.state = helper_train.build_state(cfg, None, device)   # seeds, builds, moves, wraps
         dtype = helper_train.amp_dtype(cfg, device)
-        self.autocast = (torch.autocast(device.type, dtype=dtype) if dtype is not None
-                         else contextlib.nullcontext())  # both reusable across steps
+        self.autocast = helper_train.autocast_for(cfg, device)
         self.options = {"input": type(loader).__name__,
                         "precision": str(dtype).replace("torch.", "") if dtype is not None else "float32",
-                        "adam": "fused", "channels_last": channels_last,
+                        "adam": "fused", "channels_last": cfg["channels_last"],
                         "sync": f"one host copy per {LOG_EVERY} batches"}
         self.pending = []
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # as train_gan: fixed shapes, let cuDNN pick kernels
 
     def epoch(self, e):
         return self.loader.batches(e)
 
     def step(self, batch):
-        if self.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
+        batch = helper_train.prepare_batch(batch, self.cfg)
         self.pending.append(helper_train.gan_step(self.state, batch, self.cfg, self.autocast))
         if len(self.pending) == LOG_EVERY:
             self.finish()

@@ -309,7 +309,8 @@ class TensorLoader:
     def batches(self, epoch, skip=0):
         self.sampler.set_epoch(epoch, skip)
         for idx in self.sampler:
-            yield to_float(self.images[idx.to(self.images.device)])
+            # index_select: same result as images[idx], several times cheaper on the CPU
+            yield to_float(self.images.index_select(0, idx.to(self.images.device)))
 
 
 class DatasetLoader:

@@ -387,7 +387,7 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
     checkpoint. Returns the run folder."""
     run_dir, main = Path(run_dir), rank == 0
     device = state.fixed_noise.device
-    autocast = _autocast(cfg, device)
+    autocast = autocast_for(cfg, device)
     log = MetricsLog(run_dir, keep_until=state.step) if main else None
     total = min(len(loader), cfg["max_batches"] or len(loader))
     progress = Progress((cfg["epochs"] - state.epoch) * total - state.batch, "step")
@@ -436,7 +436,7 @@ def _any_rank(flag, world, device):
     return bool(t.item())
 
 
-def _autocast(cfg, device):
+def autocast_for(cfg, device):
     dtype = amp_dtype(cfg, device)
     if dtype is None:
         return contextlib.nullcontext()
@@ -451,7 +451,7 @@ def _train_epoch(state, loader, cfg, autocast, log, progress, total, world, heal
     for real in loader.batches(state.epoch, skip=state.batch):
         if state.batch >= total:
             break
-        pending.append(gan_step(state, _prepare(real, cfg), cfg, autocast))
+        pending.append(gan_step(state, prepare_batch(real, cfg), cfg, autocast))
         state.batch += 1
         # Under torchrun every rank must reach the same flushes: stop only at full ones.
         if len(pending) == cfg["log_every"] or (world == 1 and stop.requested):
@@ -489,7 +489,7 @@ class _CtrlC:
         return False
 
 
-def _prepare(real, cfg):
+def prepare_batch(real, cfg):
     if cfg.get("channels_last") and real.dim() == 4:
         return real.contiguous(memory_format=torch.channels_last)
     return real
@@ -580,7 +580,7 @@ def run(cfg, given, dataset):
         if rank == 0:
             _write_run_dir(run_dir, cfg, world, device)
             helper_plot.save_grid(real[:64], run_dir / "reals.png")
-        state = _build_state(cfg, ckpt, device, rank, world)
+        state = build_state(cfg, ckpt, device, rank, world)
         health = evaluator = None
         if cfg["health"]:
             from helper_health import HealthMonitor
@@ -634,11 +634,11 @@ def prepare_run_dir(cfg, given, rank, world, device):
     if cfg["batch_size"] % world:
         raise RunError(f"--batch-size {cfg['batch_size']} must be divisible by the "
                        f"{world} torchrun processes")
-    cfg["channels_last"] = _channels_last(cfg, device)
+    cfg["channels_last"] = resolve_channels_last(cfg, device)
     return cfg, ckpt
 
 
-def _channels_last(cfg, device):
+def resolve_channels_last(cfg, device):
     if cfg.get("channels_last") is None:   # default: on for conv nets (faster with cuDNN and oneDNN)
         return cfg["model"] == "dcgan"
     return bool(cfg["channels_last"])
@@ -657,7 +657,7 @@ def _write_run_dir(out, cfg, world, device):
     print("config:", json.dumps(info, indent=None), flush=True)
 
 
-def _build_state(cfg, ckpt, device, rank, world):
+def build_state(cfg, ckpt, device, rank=0, world=1):
     torch.manual_seed(cfg["seed"] + rank)   # ranks draw different noise; DDP syncs the weights
     random.seed(cfg["seed"] + rank)
     gen, disc = build_models(cfg)

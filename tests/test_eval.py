@@ -92,7 +92,7 @@ def test_swd_levels_and_keys():
 
 
 def test_swd_same_distribution_small_shift_and_noise_larger():
-    a, b = smooth_images(64, seed=1), smooth_images(64, seed=2)
+    a, b = smooth_images(32, seed=1), smooth_images(32, seed=2)
     same = ev.swd(a, b)["swd_mean"]
     self_ = ev.swd(a, a)["swd_mean"]
     shifted = ev.swd(a, (b + 0.3).clamp(-1, 1))["swd_mean"]
