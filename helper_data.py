@@ -40,9 +40,10 @@ class DataError(Exception):
 class Progress:
     """A one-line progress report: done/total, rate, elapsed and time left."""
 
-    def __init__(self, total, label, every_s=2.0, stream=sys.stdout):
+    def __init__(self, total, label, every_s=2.0, stream=sys.stdout, deadline=None):
         self.total, self.label, self.every_s, self.stream = total, label, every_s, stream
         self.start = self.last = time.time()
+        self.deadline = deadline  # a time budget's end (time.time()), if any
 
     def update(self, done, extra="", force=False):
         now = time.time()
@@ -51,6 +52,8 @@ class Progress:
         self.last = now
         elapsed = now - self.start
         left = elapsed / done * (self.total - done) if done else float("nan")
+        if self.deadline is not None:
+            left = min(left, max(0.0, self.deadline - now))
         print(f"{self.label} {done}/{self.total} {extra} elapsed {_hms(elapsed)} "
               f"left {_hms(left)}", file=self.stream, flush=True)
 

@@ -172,6 +172,7 @@ def load_mnist_classifier(data_dir, cache_dir=None, device="cpu", log=print):
     os.close(fd)
     try:
         torch.save({"state_dict": model.state_dict(), "test_accuracy": acc}, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -87,6 +87,8 @@ def add_common_args(p):
     a("--channels-last", action=argparse.BooleanOptionalAction,
       help="NHWC memory format for conv nets (default: on for the DCGAN)")
     a("--compile", action="store_true", help="torch.compile both networks")
+    a("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True,
+      help="let cuDNN time and pick the fastest convolution kernels (CUDA only)")
     a("--health", action=argparse.BooleanOptionalAction, default=True,
       help="warn when training looks unhealthy (D dominance, collapse, ...)")
 
@@ -390,9 +392,10 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
     autocast = autocast_for(cfg, device)
     log = MetricsLog(run_dir, keep_until=state.step) if main else None
     total = min(len(loader), cfg["max_batches"] or len(loader))
-    progress = Progress((cfg["epochs"] - state.epoch) * total - state.batch, "step")
-    progress.first_step = state.step
     budget, start, last = cfg.get("time_budget", 0) * 60, time.time(), 0.0
+    progress = Progress((cfg["epochs"] - state.epoch) * total - state.batch, "step",
+                        deadline=start + budget if budget else None)
+    progress.first_step = state.step
     try:
         with _CtrlC() as stop:
             while state.epoch < cfg["epochs"]:
@@ -669,8 +672,8 @@ def build_state(cfg, ckpt, device, rank=0, world=1):
         if rank == 0:
             print(f"resuming at epoch {state.epoch + 1}, batch {state.batch}", flush=True)
     state.wrap(cfg, device, world)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True   # fixed input shapes: let cuDNN pick the fastest kernels
+    if device.type == "cuda":   # fixed input shapes: cuDNN's timed choice pays off after a few steps
+        torch.backends.cudnn.benchmark = cfg.get("cudnn_benchmark", True)
     return state
 
 
