@@ -12,7 +12,9 @@ Checks and thresholds (module constants, documented in the README):
 - diversity collapse: after each epoch, the spread of the 64 fixed-noise samples
   (per-pixel std across samples, averaged) falls below SPREAD_RATIO times the
   spread of a batch of real images: the generator maps different noise to
-  (nearly) the same image. Reported when it starts and when it recovers.
+  (nearly) the same image. Reported when it starts and when it recovers;
+  checked from COLLAPSE_AFTER batches on (a DCGAN sampled in eval mode looks
+  uniform until BatchNorm's running statistics have settled).
 """
 from collections import deque
 
@@ -24,6 +26,7 @@ G_LOSS_CEILING = 6.0   # healthy runs here sit around 0.7-3
 FLAT_WINDOW = 200
 FLAT_STD = 1e-4
 SPREAD_RATIO = 0.2
+COLLAPSE_AFTER = 200   # batches before the diversity check: BN running statistics need time
 
 
 def spread(images):
@@ -53,6 +56,7 @@ class HealthMonitor:
         """real: a batch of real images N x C x H x W, the scale for sample diversity."""
         self.real_spread = spread(real)
         self.recent = deque(maxlen=FLAT_WINDOW)   # (g_loss, d_loss) of the last batches
+        self.batches = 0
         self.d_dominates = _Episode(
             "discriminator dominates from step {step}: D loss {d:.4f}, G loss {g:.2f} "
             "(mean of the last %d batches; D loss < %g)" % (WINDOW, D_LOSS_FLOOR),
@@ -76,6 +80,7 @@ class HealthMonitor:
         messages = []
         for step, _, _, g, d, *_ in rows:
             self.recent.append((g, d))
+            self.batches += 1
             if len(self.recent) >= WINDOW:
                 g_avg, d_avg = np.mean(list(self.recent)[-WINDOW:], axis=0)
                 messages += self.d_dominates.update(d_avg < D_LOSS_FLOOR, int(step), d=d_avg, g=g_avg)
@@ -88,4 +93,6 @@ class HealthMonitor:
     def check_samples(self, samples, epoch):
         """samples: the fixed-noise images after `epoch`. Returns warnings."""
         ratio = self.last_ratio = spread(samples) / max(self.real_spread, 1e-8)
+        if self.batches < COLLAPSE_AFTER:
+            return []
         return self.collapse.update(ratio < SPREAD_RATIO, epoch, epoch=epoch, ratio=ratio)
