@@ -41,14 +41,15 @@ VARIANTS = {
         "best": ["--preset", "best"],
     },
 }
-SCRIPT = {"mnist": "train_mnist_gan.py", "celeba": "train_celeba_dcgan.py"}
+HERE = Path(__file__).resolve().parent
+SCRIPT = {"mnist": HERE / "train_mnist_gan.py", "celeba": HERE / "train_celeba_dcgan.py"}
 KEYS = {"mnist": ["fid", "inception_score", "min_class_share"], "celeba": ["swd_mean", "ms_ssim"]}
 
 
 def train(dataset, variant, seed, args):
     """One training run in its own process; returns its folder."""
     out = Path(args.out) / variant / f"seed{seed}"
-    cmd = [sys.executable, SCRIPT[dataset], *VARIANTS[dataset][variant],
+    cmd = [sys.executable, str(SCRIPT[dataset]), *VARIANTS[dataset][variant],
            "--data-dir", args.data_dir, "--out", str(out), "--seed", str(seed),
            "--epochs", str(args.epochs), "--time-budget", str(args.minutes),
            "--overwrite", "--log-every", "200", "--plot-every", "1000", *args.extra]

@@ -310,12 +310,17 @@ class MetricsLog:
             self.writer.writerow(METRICS)
 
     def _truncate(self, step):
-        """On resume: drop rows written after the checkpoint (a crash mid-epoch)."""
+        """On resume: drop rows and events written after the checkpoint (a crash
+        mid-epoch), so the files describe one continuous run."""
         if self.csv_path.exists():
             with open(self.csv_path, newline="") as f:
                 rows = list(csv.reader(f))
             with open(self.csv_path, "w", newline="") as f:
                 csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if int(r[0]) < step])
+        if self.events_path.exists():
+            lines = self.events_path.read_text().splitlines()
+            self.events_path.write_text("".join(line + "\n" for line in lines
+                                                if json.loads(line).get("step", 0) <= step))
 
     def rows(self, rows):
         self.writer.writerows(rows)
@@ -363,8 +368,8 @@ def gan_step(s, real, cfg, autocast):
     s.scaler.scale(g_loss).backward()
     s.scaler.step(s.opt_g)
     s.scaler.update()                  # one scaler, updated once after both optimizers stepped
-    if s.ema is not None:
-        _ema_update(s.ema, s.gen, cfg["ema_decay"])
+    if s.ema is not None:   # warm-up: early on, follow the generator closely
+        _ema_update(s.ema, s.gen, min(cfg["ema_decay"], (1 + s.step) / (10 + s.step)))
     s.step += 1
     with torch.no_grad():
         return torch.stack([g_loss.detach(), d_loss.detach(),
@@ -414,6 +419,7 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
         if main:
             print(f"saving checkpoint at epoch {state.epoch + 1} batch {state.batch}", flush=True)
             save_checkpoint(state.state_dict(cfg), run_dir / "checkpoint.pt")
+            log.event(event="interrupted", epoch=state.epoch + 1, batch=state.batch, step=state.step)
         raise
     except KeyboardInterrupt:
         if main:
@@ -595,7 +601,7 @@ def run(cfg, given, dataset):
         if rank == 0:
             print(f"done: {run_dir} (plots, grids/, checkpoint.pt)")
     except (DataError, RunError) as e:
-        _exit(f"error: {e}", 2)
+        _exit(f"error: {_one_line(e)}", 2)
     except Diverged as e:
         _exit(f"error: {e}", 1)
     except KeyboardInterrupt:
@@ -603,6 +609,14 @@ def run(cfg, given, dataset):
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def _one_line(error):
+    """A DataLoader worker's error arrives wrapped in its traceback: keep the original message."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and "Original Traceback" in str(error):
+        return lines[-1].split(": ", 1)[-1]
+    return str(error)
 
 
 def _exit(msg, code):

@@ -138,13 +138,16 @@ def test_gan_step_losses_are_the_lectures(fresh_noise, smoothing):
     assert acc_real == (lr > 0).float().mean().item() and acc_fake == (lf < 0).float().mean().item()
 
 
-def test_ema_generator_follows_the_weights():
+@pytest.mark.parametrize("step,decay", [(0, 0.1), (1000, 0.75)])
+def test_ema_generator_follows_the_weights(step, decay):
+    """EMA with warm-up: decay min(ema_decay, (1 + step) / (10 + step))."""
     s, cfg = tiny_state(ema_decay=0.75)
+    s.step = step
     assert s.sampler() is s.ema and s.ema is not s.gen
     ema0 = snapshot(s.ema)
     gan_step(s, real_batch(), cfg, helper_train.contextlib.nullcontext())
     for e0, e1, g in zip(ema0, snapshot(s.ema), snapshot(s.gen)):
-        assert torch.allclose(e1, 0.75 * e0 + 0.25 * g, atol=1e-6)
+        assert torch.allclose(e1, decay * e0 + (1 - decay) * g, atol=1e-6)
     assert all(not p.requires_grad for p in s.ema.parameters())
 
 
