@@ -1,12 +1,16 @@
 """Training-health monitor: cheap checks on the logged losses and on the
 fixed-noise samples, reported as warnings (console, events.jsonl, red marks on
 loss.png). It only reads what train_gan already has, so it never changes training.
+The loss checks can be replayed on any run folder's metrics.csv:
+
+    python helper_health.py runs/celeba_dcgan
 
 Checks and thresholds (module constants, documented in the README):
 - discriminator dominance: D loss, averaged over the last WINDOW batches, below
-  D_LOSS_FLOOR. Reported when the episode starts and when it ends.
+  D_LOSS_FLOOR. Reported when the episode starts and when it ends (the mean
+  back above HYSTERESIS x D_LOSS_FLOOR).
 - generator runaway: G loss, averaged likewise, above G_LOSS_CEILING (D tells
-  fakes apart with probability > 1 - e^-6). Start and end reported.
+  fakes apart with probability > 1 - e^-6); ends below G_LOSS_CEILING / HYSTERESIS.
 - stalled losses: both losses' spread (std) over the last FLAT_WINDOW batches
   below FLAT_STD: nothing is learning any more.
 - diversity collapse: after each epoch, the spread of the 64 fixed-noise samples
@@ -16,6 +20,7 @@ Checks and thresholds (module constants, documented in the README):
   checked from COLLAPSE_AFTER batches on (a DCGAN sampled in eval mode looks
   uniform until BatchNorm's running statistics have settled).
 """
+import sys
 from collections import deque
 
 import numpy as np
@@ -23,6 +28,7 @@ import numpy as np
 WINDOW = 10            # batches averaged for the dominance and runaway checks
 D_LOSS_FLOOR = 0.05    # healthy runs here sit around 0.3-0.7
 G_LOSS_CEILING = 6.0   # healthy runs here sit around 0.7-3
+HYSTERESIS = 2.0       # an episode ends only well clear of its threshold (D > 0.1, G < 3), not on every wobble
 FLAT_WINDOW = 200
 FLAT_STD = 1e-4
 SPREAD_RATIO = 0.2
@@ -40,11 +46,12 @@ class _Episode:
     def __init__(self, start_msg, end_msg):
         self.start_msg, self.end_msg, self.since = start_msg, end_msg, None
 
-    def update(self, active, step, **values):
-        if active and self.since is None:
+    def update(self, start, end, step, **values):
+        """start: the condition that opens an episode; end: the one that closes it."""
+        if start and self.since is None:
             self.since = step
             return [self.start_msg.format(step=step, **values)]
-        if not active and self.since is not None:
+        if end and self.since is not None:
             msg = self.end_msg.format(step=step, since=self.since, batches=step - self.since, **values)
             self.since = None
             return [msg]
@@ -53,8 +60,9 @@ class _Episode:
 
 class HealthMonitor:
     def __init__(self, real):
-        """real: a batch of real images N x C x H x W, the scale for sample diversity."""
-        self.real_spread = spread(real)
+        """real: a batch of real images N x C x H x W, the scale for sample
+        diversity (None: loss checks only)."""
+        self.real_spread = spread(real) if real is not None else None
         self.recent = deque(maxlen=FLAT_WINDOW)   # (g_loss, d_loss) of the last batches
         self.batches = 0
         self.d_dominates = _Episode(
@@ -83,11 +91,13 @@ class HealthMonitor:
             self.batches += 1
             if len(self.recent) >= WINDOW:
                 g_avg, d_avg = np.mean(list(self.recent)[-WINDOW:], axis=0)
-                messages += self.d_dominates.update(d_avg < D_LOSS_FLOOR, int(step), d=d_avg, g=g_avg)
-                messages += self.g_runaway.update(g_avg > G_LOSS_CEILING, int(step), d=d_avg, g=g_avg)
+                messages += self.d_dominates.update(d_avg < D_LOSS_FLOOR, d_avg > D_LOSS_FLOOR * HYSTERESIS,
+                                                    int(step), d=d_avg, g=g_avg)
+                messages += self.g_runaway.update(g_avg > G_LOSS_CEILING, g_avg < G_LOSS_CEILING / HYSTERESIS,
+                                                  int(step), d=d_avg, g=g_avg)
             if len(self.recent) == FLAT_WINDOW:
                 stalled = bool(np.std(self.recent, axis=0).max() < FLAT_STD)
-                messages += self.flat.update(stalled, int(step))
+                messages += self.flat.update(stalled, not stalled, int(step))
         return messages
 
     def check_samples(self, samples, epoch):
@@ -95,4 +105,22 @@ class HealthMonitor:
         ratio = self.last_ratio = spread(samples) / max(self.real_spread, 1e-8)
         if self.batches < COLLAPSE_AFTER:
             return []
-        return self.collapse.update(ratio < SPREAD_RATIO, epoch, epoch=epoch, ratio=ratio)
+        return self.collapse.update(ratio < SPREAD_RATIO, ratio > SPREAD_RATIO * HYSTERESIS, epoch,
+                                    epoch=epoch, ratio=ratio)
+
+
+def replay(run_dir):
+    """The loss checks' warnings for a run folder, from its metrics.csv."""
+    from helper_plot import read_metrics
+    m = read_metrics(run_dir)
+    if not m:
+        return []
+    rows = np.stack([m[k] for k in ("step", "epoch", "batch", "g_loss", "d_loss")], axis=1)
+    return HealthMonitor(real=None).update(rows.tolist())
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python helper_health.py RUN_DIR")
+    for message in replay(sys.argv[1]) or ["no warnings"]:
+        print(message)
