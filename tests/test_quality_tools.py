@@ -52,13 +52,14 @@ def test_evaluate_cli_missing_run_is_one_line(tmp_path, capsys):
 def test_ablate_writes_table_and_grids(mnist_with_classifier, tmp_path, capsys):
     out = tmp_path / "ablation"
     argv = ["--data-dir", mnist_with_classifier, "--out", out, "--variants", "lecture", "best",
-            "--seeds", 1, 2, "--epochs", 1, "--max-batches", 2, "--num", 32, "--quiet",
+            "--seeds", 1, "--epochs", 1, "--max-batches", 2, "--num", 32, "--quiet",
             "--", "--batch-size", 16, "--num-workers", 0, "--device", "cpu"]
     code, printed, _ = run_main(ablate.main, argv, capsys)
     assert code == 0
     table = (out / "ablation.md").read_text()
-    assert "| lecture | 2 |" in table and "| best | 2 |" in table
+    assert "| lecture | 1 |" in table and "| best | 1 |" in table
     result = json.loads((out / "ablation.json").read_text())
-    assert len(result["runs"]["best"]) == 2
+    assert [r["variant"] for r in result["rows"]] == ["lecture", "best"]
+    assert result["runs"]["best"][0]["epochs"] == 1.0
     assert (out / "lecture_vs_best.png").exists()
-    assert (out / "best" / "seed2" / "checkpoint.pt").exists()
+    assert json.loads((out / "best" / "seed1" / "config.json").read_text())["g_hidden"] == [256, 512, 1024]
