@@ -214,9 +214,11 @@ def _load_or_none(args):
 
 def faces_uint8(files, size=64, cache_dir=None, workers=2, quiet=False):
     """All faces as a uint8 tensor N x 3 x size x size, decoded once into a
-    .npy cache and memory-mapped on later runs. Unreadable files are skipped
-    with a warning. The cache is written to a temporary file, then renamed."""
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(files[0].parent.parent)
+    .npy cache and read back on later runs. Unreadable files are skipped with
+    a warning. The cache is written to a temporary file, then renamed."""
+    folder = files[0].parent   # beside img_align_celeba/, or inside a plain folder of images
+    root = folder.parent if folder.name == "img_align_celeba" else folder
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(root)
     path = cache_path(files, size, cache_dir)
     if not path.exists():
         _build_cache(files, size, path, workers, quiet)
@@ -233,9 +235,17 @@ def _build_cache(files, size, path, workers, quiet):
         raise DataError(f"cannot create cache folder {path.parent} ({e}): pass --cache-dir "
                         f"to a writable folder") from None
     tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    try:
+        _decode_into(files, size, tmp, workers, quiet, path.name)
+        os.replace(tmp, path)
+    finally:   # an error or Ctrl-C leaves no half-written file behind
+        tmp.unlink(missing_ok=True)
+
+
+def _decode_into(files, size, tmp, workers, quiet, name):
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                     shape=(len(files), 3, size, size))
-    progress = Progress(len(files), f"caching faces into {path.name}:", stream=sys.stderr)
+    progress = Progress(len(files), f"caching faces into {name}:", stream=sys.stderr)
     kept, bad = 0, []
     jobs = ((f, size) for f in files)
     with Pool(max(1, workers)) if workers > 0 else _Serial() as pool:
@@ -250,14 +260,12 @@ def _build_cache(files, size, path, workers, quiet):
                 progress.update(i + 1)
     if kept == 0:
         del out
-        tmp.unlink()
         raise DataError(f"none of the {len(files)} images in {files[0].parent} could be read "
                         f"(first error: {bad[0]})")
     out.flush()
     del out
     if bad:  # rewrite without the unused tail (read it all first: np.save truncates the file)
         np.save(tmp, np.load(tmp)[:kept])
-    os.replace(tmp, path)
     if not quiet:
         progress.update(len(files), force=True)
 
