@@ -58,12 +58,39 @@ class _Episode:
         return []
 
 
+class _RunningStats:
+    """Mean and std (as np.std) of the last n rows in O(1) per row: np.std over
+    the whole window after every batch was most of the monitor's cost."""
+
+    def __init__(self, n):
+        self.rows = deque(maxlen=n)
+        self.sum, self.sum_sq = np.zeros(2), np.zeros(2)
+
+    def append(self, row):
+        row = np.asarray(row, dtype=np.float64)
+        if self.full():
+            old = self.rows[0]
+            self.sum -= old
+            self.sum_sq -= old * old
+        self.rows.append(row)
+        self.sum += row
+        self.sum_sq += row * row
+
+    def full(self):
+        return len(self.rows) == self.rows.maxlen
+
+    def std(self):
+        mean = self.sum / len(self.rows)
+        return np.sqrt(np.clip(self.sum_sq / len(self.rows) - mean * mean, 0, None))
+
+
 class HealthMonitor:
     def __init__(self, real):
         """real: a batch of real images N x C x H x W, the scale for sample
         diversity (None: loss checks only)."""
         self.real_spread = spread(real) if real is not None else None
-        self.recent = deque(maxlen=FLAT_WINDOW)   # (g_loss, d_loss) of the last batches
+        self.short = deque(maxlen=WINDOW)          # (g_loss, d_loss) of the last batches
+        self.long = _RunningStats(FLAT_WINDOW)
         self.batches = 0
         self.d_dominates = _Episode(
             "discriminator dominates from step {step}: D loss {d:.4f}, G loss {g:.2f} "
@@ -87,16 +114,17 @@ class HealthMonitor:
         Returns warning messages (usually none)."""
         messages = []
         for step, _, _, g, d, *_ in rows:
-            self.recent.append((g, d))
+            self.short.append((g, d))
+            self.long.append((g, d))
             self.batches += 1
-            if len(self.recent) >= WINDOW:
-                g_avg, d_avg = np.mean(list(self.recent)[-WINDOW:], axis=0)
+            if len(self.short) == WINDOW:
+                g_avg, d_avg = np.mean(self.short, axis=0)
                 messages += self.d_dominates.update(d_avg < D_LOSS_FLOOR, d_avg > D_LOSS_FLOOR * HYSTERESIS,
                                                     int(step), d=d_avg, g=g_avg)
                 messages += self.g_runaway.update(g_avg > G_LOSS_CEILING, g_avg < G_LOSS_CEILING / HYSTERESIS,
                                                   int(step), d=d_avg, g=g_avg)
-            if len(self.recent) == FLAT_WINDOW:
-                stalled = bool(np.std(self.recent, axis=0).max() < FLAT_STD)
+            if self.long.full():
+                stalled = bool(self.long.std().max() < FLAT_STD)
                 messages += self.flat.update(stalled, not stalled, int(step))
         return messages
 
