@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluate import Reference, samples_of
+from evaluate import Reference
+from generate import load_generator, samples_of
 from helper_plot import side_by_side, read_events
-from generate import load_generator
 
 VARIANTS = {
     "mnist": {

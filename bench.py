@@ -305,7 +305,7 @@ class ProjectTrainer:
 
     def __init__(self, loader, cfg, device):
         self.loader, self.cfg = loader, cfg
-        cfg["channels_last"] = helper_train.resolve_channels_last(cfg, device)  # as train_gan
+        cfg["channels_last"] = helper_train.resolve_channels_last(cfg)  # as train_gan
         self.state = helper_train.build_state(cfg, None, device)   # seeds, builds, moves, wraps
         dtype = helper_train.amp_dtype(cfg, device)
         self.autocast = helper_train.autocast_for(cfg, device)

@@ -19,7 +19,8 @@ import torch
 
 import helper_eval
 from helper_data import DataError, faces_uint8, find_celeba, mnist_uint8, to_float
-from helper_train import RunError, pick_device, sample
+from generate import load_generator, samples_of
+from helper_train import RunError, pick_device
 
 EVAL_NUM = {"mnist": 5000, "celeba": 1000}   # samples per evaluation during training (cheap)
 
@@ -59,11 +60,6 @@ class Reference:
         return self.scores(self.train_real)
 
 
-def samples_of(gen, latent_dim, num, seed=0):
-    noise = torch.randn(num, latent_dim, generator=torch.Generator().manual_seed(seed))
-    return sample(gen, noise.to(next(gen.parameters()).device))
-
-
 def make_evaluator(dataset, cfg):
     """For --eval-every: a function gen -> {metric: float}, reference loaded once."""
     ref = Reference(dataset, cfg, EVAL_NUM[dataset])
@@ -98,7 +94,6 @@ def main(argv=None):
     p.add_argument("--inception", action="store_true", help="add Inception FID (needs torchmetrics + weights)")
     args = p.parse_args(argv)
     try:
-        from generate import load_generator
         gen, cfg = load_generator(args.run, pick_device(args.device))
         cfg = {**cfg, "data_dir": args.data_dir or cfg["data_dir"]}
         dataset = dataset_of(cfg)

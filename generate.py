@@ -26,12 +26,16 @@ def load_generator(path, device="cpu"):
     return gen.to(device).eval(), ckpt["config"]
 
 
+def samples_of(gen, latent_dim, num, seed=0):
+    """num images N x C x H x W in [-1, 1] from noise seeded by `seed` (the same on any device)."""
+    noise = torch.randn(num, latent_dim, generator=torch.Generator().manual_seed(seed))
+    return sample(gen, noise.to(next(gen.parameters()).device))
+
+
 def generate(path, num, seed=0, device="cpu"):
-    """num images N x C x H x W in [-1, 1] from noise seeded by `seed`."""
+    """num images from a checkpoint's generator, see samples_of."""
     gen, cfg = load_generator(path, device)
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(num, cfg["latent_dim"], generator=g).to(device)
-    return sample(gen, noise)
+    return samples_of(gen, cfg["latent_dim"], num, seed)
 
 
 def main(argv=None):

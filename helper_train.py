@@ -651,11 +651,11 @@ def prepare_run_dir(cfg, given, rank, world, device):
     if cfg["batch_size"] % world:
         raise RunError(f"--batch-size {cfg['batch_size']} must be divisible by the "
                        f"{world} torchrun processes")
-    cfg["channels_last"] = resolve_channels_last(cfg, device)
+    cfg["channels_last"] = resolve_channels_last(cfg)
     return cfg, ckpt
 
 
-def resolve_channels_last(cfg, device):
+def resolve_channels_last(cfg):
     if cfg.get("channels_last") is None:   # default: on for conv nets (faster with cuDNN and oneDNN)
         return cfg["model"] == "dcgan"
     return bool(cfg["channels_last"])
