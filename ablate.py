@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluate import Reference
-from generate import load_generator, samples_of
-from helper_plot import side_by_side, read_events
+from helper_eval import Reference
+from helper_files import read_events
+from helper_plot import side_by_side
+from helper_train import load_generator
+from models import samples_of
 
 VARIANTS = {
     "mnist": {
@@ -115,7 +117,8 @@ def main(argv=None):
         p.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS[args.dataset])}")
     run_dirs = {v: [Path(args.out) / v / f"seed{s}" if args.skip_training else train(args.dataset, v, s, args)
                     for s in args.seeds] for v in variants}
-    ref = Reference(args.dataset, {"data_dir": args.data_dir, "image_size": 64}, min(args.num, 5000))
+    ref = Reference({"dataset": args.dataset, "data_dir": args.data_dir, "image_size": 64,
+                     "cache_dir": None}, min(args.num, 5000))
     results = {v: [score(d, ref, args.num) for d in dirs] for v, dirs in run_dirs.items()}
     keys = KEYS[args.dataset]
     rows = summarize(results, keys)

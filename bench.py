@@ -58,6 +58,9 @@ from PIL import Image
 
 import helper_data
 import helper_train
+import train_celeba_dcgan
+import train_mnist_gan
+from helper_cli import pick_device
 from models import build_models
 
 MB = 2 ** 20
@@ -287,17 +290,9 @@ class LectureTrainer:
 
 def project_config(dataset, args):
     """The training script's lecture preset plus what its command line would add."""
-    if dataset == "mnist":
-        from train_mnist_gan import PRESETS
-        extra = dict(model="fc", img_shape=[1, 28, 28])
-    else:
-        from train_celeba_dcgan import PRESETS
-        extra = dict(model="dcgan", channels=3)
-    cfg = {**PRESETS["lecture"], **extra}
-    cfg.update(data_dir=args.data_dir, batch_size=args.batch_size, seed=1, input_path="tensor",
-               num_workers=args.num_workers, cache_dir=args.cache_dir, amp="auto",
-               compile=False, channels_last=None)
-    return cfg
+    presets = train_mnist_gan.PRESETS if dataset == "mnist" else train_celeba_dcgan.PRESETS
+    return {**presets["lecture"], "data_dir": args.data_dir, "batch_size": args.batch_size,
+            "num_workers": args.num_workers, "cache_dir": args.cache_dir}
 
 
 class ProjectTrainer:
@@ -305,8 +300,7 @@ class ProjectTrainer:
 
     def __init__(self, loader, cfg, device):
         self.loader, self.cfg = loader, cfg
-        cfg["channels_last"] = helper_train.resolve_channels_last(cfg)  # as train_gan
-        self.state = helper_train.build_state(cfg, None, device)   # seeds, builds, moves, wraps
+        self.state = helper_train.build_state(cfg, device)   # seeds, builds, moves, wraps
         dtype = helper_train.amp_dtype(cfg, device)
         self.autocast = helper_train.autocast_for(cfg, device)
         self.options = {"input": type(loader).__name__,
@@ -330,7 +324,7 @@ class ProjectTrainer:
             return
         values = torch.stack(self.pending).cpu()
         if not torch.isfinite(values).all():
-            raise helper_train.Diverged("a loss became NaN or infinite during the benchmark")
+            raise RuntimeError("a loss became NaN or infinite during the benchmark")
         values.tolist()   # train_gan turns them into CSV rows
         self.pending = []
 
@@ -601,7 +595,7 @@ def main(argv=None):
                  "--num-workers >= 0")
     torch.set_num_threads(args.threads or cpu_cores())
     try:
-        device = helper_train.pick_device(args.device)
+        device = pick_device(args.device)
         results = run_all(args, device)
     except (helper_data.DataError, helper_train.RunError) as e:
         sys.exit(f"error: {e}")

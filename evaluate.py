@@ -15,59 +15,12 @@ import argparse
 import json
 import sys
 
-import torch
-
 import helper_eval
-from helper_data import DataError, faces_uint8, find_celeba, mnist_uint8, to_float
-from generate import load_generator, samples_of
-from helper_train import RunError, pick_device
-
-EVAL_NUM = {"mnist": 5000, "celeba": 1000}   # samples per evaluation during training (cheap)
-
-
-def dataset_of(cfg):
-    return "mnist" if cfg["model"] == "fc" else "celeba"
-
-
-def _pick(images, num, seed, offset=0):
-    """`num` images chosen by a seeded permutation (offset: a disjoint second set)."""
-    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    return images[perm[offset:offset + num]]
-
-
-class Reference:
-    """Real images to compare against, loaded once: MNIST's test set, or faces."""
-
-    def __init__(self, dataset, cfg, num, seed=0):
-        self.dataset = dataset
-        if dataset == "mnist":
-            self.classifier = helper_eval.load_mnist_classifier(cfg["data_dir"])
-            self.real = to_float(mnist_uint8(cfg["data_dir"], download=False, train=False))
-            self.train_real = to_float(_pick(mnist_uint8(cfg["data_dir"], download=False), num, seed))
-        else:
-            faces = faces_uint8(find_celeba(cfg["data_dir"]), cfg["image_size"], cfg.get("cache_dir"))
-            if len(faces) < 2 * num:
-                raise DataError(f"--num {num} needs {2 * num} real faces, found {len(faces)}")
-            self.real = to_float(_pick(faces, num, seed))
-            self.train_real = to_float(_pick(faces, num, seed, offset=num))   # the floor: other real faces
-
-    def scores(self, images, seed=0):
-        if self.dataset == "mnist":
-            return helper_eval.mnist_scores(self.classifier, images, self.real)
-        return helper_eval.rgb_scores(images, self.real, seed=seed)
-
-    def floor(self):
-        return self.scores(self.train_real)
-
-
-def make_evaluator(dataset, cfg):
-    """For --eval-every: a function gen -> {metric: float}, reference loaded once."""
-    ref = Reference(dataset, cfg, EVAL_NUM[dataset])
-
-    def evaluate(gen):
-        scores = ref.scores(samples_of(gen, cfg["latent_dim"], EVAL_NUM[dataset]))
-        return {k: v for k, v in scores.items() if isinstance(v, float)}
-    return evaluate
+from helper_cli import pick_device
+from helper_data import DataError
+from helper_eval import Reference
+from helper_train import RunError, load_generator
+from models import samples_of
 
 
 def inception_fid(samples, real):
@@ -96,9 +49,8 @@ def main(argv=None):
     try:
         gen, cfg = load_generator(args.run, pick_device(args.device))
         cfg = {**cfg, "data_dir": args.data_dir or cfg["data_dir"]}
-        dataset = dataset_of(cfg)
-        num = args.num or {"mnist": 10000, "celeba": 2000}[dataset]
-        ref = Reference(dataset, cfg, num, args.seed)
+        num = args.num or {"mnist": 10000, "celeba": 2000}[cfg["dataset"]]
+        ref = Reference(cfg, num, args.seed)
         result = {"samples": ref.scores(samples_of(gen, cfg["latent_dim"], num, args.seed), args.seed),
                   "real_floor": ref.floor(), "num": num, "run": args.run}
         if args.inception:

@@ -13,29 +13,10 @@ from pathlib import Path
 
 import torch
 
+from helper_cli import pick_device
 from helper_plot import save_grid
-from helper_train import RunError, load_checkpoint, pick_device, sample
-from models import build_models
-
-
-def load_generator(path, device="cpu"):
-    """The trained generator of a checkpoint (its EMA copy when there is one), in eval mode."""
-    ckpt = load_checkpoint(path, device)
-    gen, _ = build_models(ckpt["config"])
-    gen.load_state_dict(ckpt["ema"] if ckpt.get("ema") is not None else ckpt["gen"])
-    return gen.to(device).eval(), ckpt["config"]
-
-
-def samples_of(gen, latent_dim, num, seed=0):
-    """num images N x C x H x W in [-1, 1] from noise seeded by `seed` (the same on any device)."""
-    noise = torch.randn(num, latent_dim, generator=torch.Generator().manual_seed(seed))
-    return sample(gen, noise.to(next(gen.parameters()).device))
-
-
-def generate(path, num, seed=0, device="cpu"):
-    """num images from a checkpoint's generator, see samples_of."""
-    gen, cfg = load_generator(path, device)
-    return samples_of(gen, cfg["latent_dim"], num, seed)
+from helper_train import RunError, load_generator
+from models import samples_of
 
 
 def main(argv=None):
@@ -53,7 +34,8 @@ def main(argv=None):
     if out.suffix not in (".png", ".pt"):
         p.error(f"--out must end in .png (grid) or .pt (tensor), not {out.name!r}")
     try:
-        images = generate(args.checkpoint, args.num, args.seed, pick_device(args.device))
+        gen, cfg = load_generator(args.checkpoint, pick_device(args.device))
+        images = samples_of(gen, cfg["latent_dim"], args.num, args.seed)
     except RunError as e:
         sys.exit(f"error: {e}")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,12 +13,13 @@ RGB faces (3 x 64 x 64): no classifier, so
 - `ms_ssim_diversity`: mean MS-SSIM of random pairs within one set, lower =
   more diverse; compare with the value of real images (collapse -> near 1).
 
+`Reference` holds the real images a run is compared with, and `make_evaluator`
+turns it into the function train_gan calls with --eval-every.
+
 `python helper_eval.py --data-dir DIR` trains (or loads) the cached classifier.
 """
 import argparse
-import os
 import pickle
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helper_data import default_cache_dir  # one rule for every cache: beside the data or ~/.cache
+# one rule for every cache: beside the data or ~/.cache
+from helper_data import DataError, default_cache_dir, faces_uint8, find_celeba, mnist_uint8, to_float
+from helper_files import atomic_write
+from models import samples_of
 
 CLASSIFIER_VERSION = 1  # bump when the network or its training changes, to invalidate caches
 BATCH = 1000  # images per forward pass when scoring: bounded memory, few Python round trips
@@ -161,16 +165,8 @@ def load_mnist_classifier(data_dir, cache_dir=None, device="cpu", log=print):
     log(f"no cached MNIST classifier in {path.parent}: training one (a few CPU minutes, once)")
     model, acc = train_mnist_classifier(data_dir, device=device, log=log)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # write a temporary file then rename: a killed run or a parallel reader never sees half a file
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_write(path) as tmp:   # a killed run or a parallel reader never sees half a file
         torch.save({"state_dict": model.state_dict(), "test_accuracy": acc}, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     log(f"saved MNIST classifier (test accuracy {acc:.4f}) to {path}")
     return model.eval()
 
@@ -388,6 +384,55 @@ def rgb_scores(images, real_images, seed=0, pairs=1000):
     out["ms_ssim"] = ms_ssim_diversity(images, pairs, seed=seed)
     out["ms_ssim_real"] = ms_ssim_diversity(real_images, pairs, seed=seed)
     return out
+
+
+# ---------------------------------------------------------------- what a run is compared with
+
+EVAL_NUM = {"mnist": 5000, "celeba": 1000}   # samples per evaluation during training (cheap)
+
+
+def _pick(images, num, seed, offset=0):
+    """`num` images chosen by a seeded permutation (offset: a disjoint second set)."""
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    return images[perm[offset:offset + num]]
+
+
+class Reference:
+    """Real images to compare a run's samples with, loaded once: MNIST's test
+    set (and `num` training digits as the floor), or 2 x `num` faces."""
+
+    def __init__(self, cfg, num, seed=0):
+        self.dataset = cfg["dataset"]
+        if self.dataset == "mnist":
+            self.classifier = load_mnist_classifier(cfg["data_dir"])
+            self.real = to_float(mnist_uint8(cfg["data_dir"], download=False, train=False))
+            self.train_real = to_float(_pick(mnist_uint8(cfg["data_dir"], download=False), num, seed))
+        else:
+            faces = faces_uint8(find_celeba(cfg["data_dir"]), cfg["image_size"], cfg["cache_dir"])
+            if len(faces) < 2 * num:
+                raise DataError(f"--num {num} needs {2 * num} real faces, found {len(faces)}")
+            self.real = to_float(_pick(faces, num, seed))
+            self.train_real = to_float(_pick(faces, num, seed, offset=num))   # the floor: other real faces
+
+    def scores(self, images, seed=0):
+        if self.dataset == "mnist":
+            return mnist_scores(self.classifier, images, self.real)
+        return rgb_scores(images, self.real, seed=seed)
+
+    def floor(self):
+        """The same scores for real images that are not the reference: the best a GAN can do."""
+        return self.scores(self.train_real)
+
+
+def make_evaluator(cfg):
+    """For --eval-every: a function gen -> {metric: float}, the reference loaded once."""
+    num = EVAL_NUM[cfg["dataset"]]
+    ref = Reference(cfg, num)
+
+    def evaluate(gen):
+        scores = ref.scores(samples_of(gen, cfg["latent_dim"], num))
+        return {k: v for k, v in scores.items() if isinstance(v, float)}
+    return evaluate
 
 
 def main(argv=None):

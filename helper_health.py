@@ -25,6 +25,8 @@ from collections import deque
 
 import numpy as np
 
+from helper_files import read_metrics
+
 WINDOW = 10            # batches averaged for the dominance and runaway checks
 D_LOSS_FLOOR = 0.05    # healthy runs here sit around 0.3-0.7
 G_LOSS_CEILING = 6.0   # healthy runs here sit around 0.7-3
@@ -139,7 +141,6 @@ class HealthMonitor:
 
 def replay(run_dir):
     """The loss checks' warnings for a run folder, from its metrics.csv."""
-    from helper_plot import read_metrics
     m = read_metrics(run_dir)
     if not m:
         return []

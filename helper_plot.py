@@ -3,8 +3,6 @@
 
     python helper_plot.py runs/mnist_gan
 """
-import csv
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -15,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torchvision  # noqa: E402
 
+from helper_files import atomic_write, read_events, read_metrics  # noqa: E402
+
 
 def save_grid(images, path, nrow=8):
     """N x C x H x W in [-1, 1] -> an nrow-wide PNG grid, written at once."""
@@ -22,27 +22,6 @@ def save_grid(images, path, nrow=8):
     path.parent.mkdir(parents=True, exist_ok=True)
     torchvision.utils.save_image(images, path, nrow=nrow, padding=2, normalize=True,
                                  value_range=(-1, 1))
-
-
-def read_metrics(run_dir):
-    """metrics.csv as a dict of numpy columns (empty arrays if there is none yet)."""
-    path = Path(run_dir) / "metrics.csv"
-    if not path.exists():
-        return {}
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2:
-        return {}
-    data = np.array(rows[1:], dtype=float)
-    return {name: data[:, i] for i, name in enumerate(rows[0])}
-
-
-def read_events(run_dir, kind=None):
-    path = Path(run_dir) / "events.jsonl"
-    if not path.exists():
-        return []
-    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [e for e in events if kind is None or e.get("event") == kind]
 
 
 def epoch_axis(m):
@@ -125,10 +104,11 @@ def side_by_side(paths, titles, out):
 
 def _save(fig, path):
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")   # never leave a half-written plot
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_write(path) as tmp:   # never leave a half-written plot
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def plot_run(run_dir, window=100):

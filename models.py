@@ -141,18 +141,38 @@ def dcgan_init_(module):
 
 def build_models(cfg):
     """Generator and discriminator from a config dict (the one saved in run folders)."""
-    slope = cfg.get("slope", 0.01)
+    slope = cfg["slope"]
     if cfg["model"] == "fc":
         shape = tuple(cfg["img_shape"])
         gen = FCGenerator(cfg["latent_dim"], shape, cfg["g_hidden"], slope,
-                          cfg["dropout"], cfg.get("gen_activation", "leaky"))
+                          cfg["dropout"], cfg["gen_activation"])
         disc = FCDiscriminator(shape, cfg["d_hidden"], slope, cfg["dropout"])
     elif cfg["model"] == "dcgan":
         gen = DCGANGenerator(cfg["latent_dim"], cfg["g_features"], cfg["channels"],
-                             cfg["image_size"], slope, cfg.get("gen_activation", "leaky"))
+                             cfg["image_size"], slope, cfg["gen_activation"])
         disc = DCGANDiscriminator(cfg["channels"], cfg["d_features"], cfg["image_size"], slope)
     else:
         raise ValueError(f"unknown model {cfg['model']!r}")
-    if cfg.get("init") == "dcgan":
+    if cfg["init"] == "dcgan":
         dcgan_init_(gen), dcgan_init_(disc)
     return gen, disc
+
+
+# ---------------------------------------------------------------- sampling
+
+@torch.no_grad()
+def sample(gen, noise, batch=1000):
+    """Images from noise (N x latent) in eval mode (dropout off, BN running
+    statistics), so sampling neither changes the networks nor uses the global
+    RNG. N x C x H x W in [-1, 1], float32 on the CPU."""
+    was_training = gen.training
+    gen.eval()
+    out = torch.cat([gen(z).float().cpu() for z in noise.split(batch)])
+    gen.train(was_training)
+    return out
+
+
+def samples_of(gen, latent_dim, num, seed=0):
+    """num images from noise seeded by `seed`: the same images on any device."""
+    noise = torch.randn(num, latent_dim, generator=torch.Generator().manual_seed(seed))
+    return sample(gen, noise.to(next(gen.parameters()).device))

@@ -1,24 +1,27 @@
 """Fully connected GAN on MNIST, as in the lecture (defaults = the lecture's settings).
 
-    python train_mnist_gan.py --data-dir ../shared/data                 # 100 epochs, batch 128
-    python train_mnist_gan.py --data-dir ../shared/data --epochs 5 --out runs/quick
+    python train_mnist_gan.py                                # 100 epochs, batch 128, data in ./data
+    python train_mnist_gan.py --epochs 5 --out runs/quick
     python train_mnist_gan.py --out runs/quick --resume --epochs 10     # continue a run
-    torchrun --nproc_per_node=2 train_mnist_gan.py --data-dir ...       # several GPUs (DDP)
+    python train_mnist_gan.py --preset best                  # the measured best recipe
+    torchrun --nproc_per_node=2 train_mnist_gan.py           # several GPUs (DDP)
 
 The run folder (--out) gets config.json, metrics.csv, events.jsonl,
-grids/epoch_NNN.png, loss.png, accuracy.png, progress.png, final_grid.png,
-real_vs_fake.png and checkpoint.pt.
+grids/epoch_NNN.png, reals.png, loss.png, accuracy.png, progress.png,
+final_grid.png, real_vs_fake.png and checkpoint.pt.
 """
 import argparse
 
-from helper_train import add_common_args, parse_config, run
+from helper_cli import RUN_DEFAULTS, add_common_args, flag_adder, parse_config, run
 
 PRESETS = {
     # Exactly the lecture: 128-unit hidden layers, dropout 0.5, Adam 2e-4 (0.5, 0.999).
-    "lecture": dict(data_dir="./data", out="runs/mnist_gan", epochs=100, batch_size=128,
+    "lecture": dict(RUN_DEFAULTS, dataset="mnist", model="fc", img_shape=[1, 28, 28],
+                    data_dir="./data", out="runs/mnist_gan", epochs=100, batch_size=128,
                     lr_gen=2e-4, lr_disc=2e-4, beta1=0.5, latent_dim=100, g_hidden=[128],
                     d_hidden=[128], dropout=0.5, slope=0.01, fresh_noise=False,
-                    label_smoothing=0.0, ema_decay=0.0, init="default", gen_activation="leaky"),
+                    label_smoothing=0.0, ema_decay=0.0, init="default", gen_activation="leaky",
+                    channels_last=False),
 }
 # The best recipe we measured (README, ablate.py): wider and deeper layers, LeakyReLU 0.2,
 # no dropout, batch 64, one-sided label smoothing 0.1, and sampling from an EMA of the
@@ -41,17 +44,16 @@ def widths(text):
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p)
-    p.add_argument("--g-hidden", type=widths, help="generator hidden widths, e.g. 256,512,1024")
-    p.add_argument("--d-hidden", type=widths, help="discriminator hidden widths, e.g. 512,256")
-    p.add_argument("--dropout", type=float, help="dropout after each hidden layer (0: none)")
+    add_common_args(p, PRESETS["lecture"])
+    a = flag_adder(p, PRESETS["lecture"])
+    a("--g-hidden", type=widths, help="generator hidden widths, e.g. 256,512,1024")
+    a("--d-hidden", type=widths, help="discriminator hidden widths, e.g. 512,256")
+    a("--dropout", type=float, help="dropout after each hidden layer, 0: none")
     return p
 
 
 def main(argv=None):
-    cfg, given = parse_config(build_parser(), PRESETS, argv)
-    cfg.update(model="fc", img_shape=[1, 28, 28])
-    run(cfg, given, "mnist")
+    run(*parse_config(build_parser(), PRESETS, argv))
 
 
 if __name__ == "__main__":

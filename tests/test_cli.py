@@ -12,6 +12,7 @@ from PIL import Image
 
 import generate
 import helper_train
+import models
 import train_celeba_dcgan
 import train_mnist_gan
 from conftest import ROOT, dcgan_argv, load_ckpt, make_celeba, mnist_argv, run_main
@@ -121,7 +122,7 @@ def test_generate_tensor(mnist_run, tmp_path, capsys):
     gen, _ = build_models(ckpt["config"])
     gen.load_state_dict(ckpt["gen"])
     noise = torch.randn(10, 100, generator=torch.Generator().manual_seed(0))
-    assert torch.allclose(x, helper_train.sample(gen, noise), atol=1e-6)
+    assert torch.allclose(x, models.sample(gen, noise), atol=1e-6)
 
 
 def test_generate_seeds_and_run_folder(mnist_run, tmp_path, capsys):

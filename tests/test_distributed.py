@@ -8,6 +8,9 @@ import textwrap
 import pytest
 import torch
 
+from helper_train import load_generator
+from models import samples_of
+
 from conftest import ROOT, load_ckpt, read_events, read_metrics
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
@@ -18,17 +21,17 @@ LAUNCHER = textwrap.dedent("""
     import sys
     import torch
     sys.path.insert(0, {root!r})
-    import helper_train, train_mnist_gan
-    train = helper_train.train_gan
+    import helper_cli, train_mnist_gan
+    train = helper_cli.train_gan
 
-    def train_and_keep_weights(state, *args, **kwargs):
-        out = train(state, *args, **kwargs)
+    def train_and_keep_weights(state, loader, cfg, run_dir, *args, **kwargs):
+        status = train(state, loader, cfg, run_dir, *args, **kwargs)
         rank = torch.distributed.get_rank()
         torch.save({{"gen": state.gen.state_dict(), "disc": state.disc.state_dict()}},
-                   f"{{out}}/../rank{{rank}}.pt")
-        return out
+                   f"{{run_dir}}/../rank{{rank}}.pt")
+        return status
 
-    helper_train.train_gan = train_and_keep_weights
+    helper_cli.train_gan = train_and_keep_weights
     train_mnist_gan.main(sys.argv[1:])
 """)
 
@@ -70,6 +73,6 @@ def test_torchrun_two_processes_gloo(mnist_root, tmp_path):
             assert torch.equal(ckpt[net][k], w0[net][k]), (net, k)
 
     # The checkpoint samples in a single process.
-    import generate
-    images = generate.generate(out, 4, seed=0)
+    gen, cfg = load_generator(out)
+    images = samples_of(gen, cfg["latent_dim"], 4, seed=0)
     assert images.shape == (4, 1, 28, 28)

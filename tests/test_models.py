@@ -132,9 +132,9 @@ def test_relu_activation_variant_and_unknown_activation():
 # ---------------------------------------------------------------- build_models, init
 
 FC_CFG = dict(model="fc", latent_dim=16, img_shape=[1, 28, 28], g_hidden=[32, 64],
-              d_hidden=[48], dropout=0.3, slope=0.2)
+              d_hidden=[48], dropout=0.3, slope=0.2, gen_activation="leaky", init="default")
 DC_CFG = dict(model="dcgan", latent_dim=16, g_features=4, d_features=6, channels=3,
-              image_size=32, slope=0.2)
+              image_size=32, slope=0.2, gen_activation="leaky", init="default")
 
 
 def test_build_models_fc():

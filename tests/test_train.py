@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 import helper_plot
 import helper_train
+import models
 import train_celeba_dcgan
 import train_mnist_gan
 from conftest import (assert_state_dicts_equal, dcgan_argv, load_ckpt, metric_values, mnist_argv,
@@ -155,11 +156,11 @@ def test_sample_uses_eval_mode_and_leaves_rng_and_mode_alone():
     s, _ = tiny_state(dropout=0.5)
     noise = torch.randn(5, 8)
     before = torch.get_rng_state()
-    a = helper_train.sample(s.gen, noise, batch=2)
+    a = models.sample(s.gen, noise, batch=2)
     assert torch.equal(torch.get_rng_state(), before)
     assert s.gen.training
-    assert torch.equal(a, helper_train.sample(s.gen, noise, batch=2))     # dropout off: deterministic
-    assert torch.allclose(a, helper_train.sample(s.gen, noise), atol=1e-6)  # chunking changes nothing
+    assert torch.equal(a, models.sample(s.gen, noise, batch=2))     # dropout off: deterministic
+    assert torch.allclose(a, models.sample(s.gen, noise), atol=1e-6)  # chunking changes nothing
     assert a.shape == (5, 1, 4, 4) and a.device.type == "cpu"
 
 
@@ -213,7 +214,7 @@ def test_final_grid_is_the_fixed_noise_through_the_saved_generator(mnist_run, tm
     ckpt = load_ckpt(mnist_run)
     gen, _ = build_models(ckpt["config"])
     gen.load_state_dict(ckpt["gen"])
-    helper_plot.save_grid(helper_train.sample(gen, ckpt["fixed_noise"]), tmp_path / "grid.png")
+    helper_plot.save_grid(models.sample(gen, ckpt["fixed_noise"]), tmp_path / "grid.png")
     assert (png_array(tmp_path / "grid.png") == png_array(mnist_run / "final_grid.png")).all()
 
 

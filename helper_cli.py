@@ -1,0 +1,276 @@
+"""Everything between a training script's command line and `train_gan`:
+flags and presets, validation, the run folder's rules, devices and torchrun.
+
+A script declares its presets (every default lives there) and its own flags,
+then calls `parse_config` and `run`. Bad input ends in one line on stderr and
+exit code 2; nothing is written before the input has been checked.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+import helper_plot
+from helper_data import DataError, make_loader
+from helper_eval import make_evaluator
+from helper_files import atomic_write, json_safe
+from helper_health import HealthMonitor
+from helper_train import RunError, build_state, load_checkpoint, train_gan
+from models import num_doublings
+
+# The run-control defaults both scripts share; each script's presets add the rest.
+RUN_DEFAULTS = dict(seed=1, device="auto", num_workers=2, input_path="tensor", cache_dir=None,
+                    max_batches=0, resume=False, overwrite=False, log_every=50, plot_every=10,
+                    eval_every=0, time_budget=0.0, amp="auto", compile=False,
+                    cudnn_benchmark=True, health=True)
+# Flags that may change when a run is resumed; everything else comes from the run's config.
+RESUMABLE = {"epochs", "device", "num_workers", "max_batches", "data_dir", "cache_dir",
+             "log_every", "plot_every", "eval_every", "compile", "input_path", "time_budget"}
+# What a run folder holds (grids/ aside); the first four mark a folder as holding a run.
+RUN_FILES = ["config.json", "metrics.csv", "events.jsonl", "checkpoint.pt", "reals.png",
+             "loss.png", "accuracy.png", "progress.png", "final_grid.png", "real_vs_fake.png",
+             "eval.png"]
+
+
+# ---------------------------------------------------------------- flags and config
+
+def flag_adder(parser, defaults):
+    """parser.add_argument for flags whose defaults live in the presets: a flag
+    that is not typed stays out of the parsed namespace (so the typed flags are
+    exactly what parse_args returns), and --help shows the lecture preset's value."""
+    def add(name, help="", **kw):
+        default = defaults.get(name[2:].replace("-", "_"))
+        if default is not None and kw.get("action") != "store_true":
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            help = f"{help} (default: {shown})".strip()
+        parser.add_argument(name, help=help, default=argparse.SUPPRESS, **kw)
+    return add
+
+
+def add_common_args(parser, defaults):
+    """Flags shared by both scripts."""
+    a = flag_adder(parser, defaults)
+    a("--preset", help="lecture (exactly the lecture) or best (the measured best recipe)")
+    a("--data-dir", help="dataset root folder")
+    a("--out", help="run folder for metrics, grids, plots and checkpoints")
+    a("--epochs", type=int, help="epochs to train (with --resume: the new total)")
+    a("--batch-size", type=int, help="global batch size (split across torchrun processes)")
+    a("--lr-gen", type=float, help="generator learning rate")
+    a("--lr-disc", type=float, help="discriminator learning rate")
+    a("--beta1", type=float, help="Adam beta1 for both optimizers (beta2 is 0.999)")
+    a("--latent-dim", type=int, help="size of the noise vector z")
+    a("--seed", type=int, help="seed for weights, noise and data order")
+    a("--device", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    a("--num-workers", type=int, help="worker processes for decoding images")
+    a("--input-path", choices=["tensor", "images"],
+      help="tensor: data held as one tensor (fast); images: decode each image every epoch")
+    a("--cache-dir", help="where the decoded-image cache goes (default: beside the data "
+                          "if writable, else ~/.cache/gan-lecture)")
+    a("--max-batches", type=int, help="stop each epoch after N batches, 0: all (quick checks)")
+    a("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    a("--overwrite", action="store_true", help="replace an existing run in --out")
+    a("--log-every", type=int, help="batches between metric writes and progress lines")
+    a("--plot-every", type=int, help="epochs between redrawing the plots")
+    a("--eval-every", type=int, help="epochs between sample-quality evaluations, 0: off")
+    a("--time-budget", type=float,
+      help="minutes of training at most, 0: no limit; no epoch starts that would overrun")
+    # Variants (all off in the lecture preset).
+    a("--fresh-noise", action=argparse.BooleanOptionalAction,
+      help="draw a new noise batch for the G step instead of reusing the D step's")
+    a("--label-smoothing", type=float, help="one-sided: real label 1 - s in the D step")
+    a("--ema-decay", type=float, help="EMA of the generator weights for sampling, 0: off")
+    a("--init", choices=["default", "dcgan"], help="dcgan: the DCGAN paper's N(0, 0.02) init")
+    a("--gen-activation", choices=["leaky", "relu"], help="relu reproduces the lecture's failed run")
+    a("--slope", type=float, help="LeakyReLU negative slope of both networks")
+    # Speed options (no effect on what is computed, except --amp).
+    a("--amp", choices=["auto", "off", "bf16", "fp16"],
+      help="autocast precision; auto: bf16 on CUDA GPUs that support it, off otherwise")
+    a("--channels-last", action=argparse.BooleanOptionalAction,
+      help="NHWC memory format (faster convolutions with cuDNN and oneDNN)")
+    a("--compile", action="store_true", help="torch.compile both networks")
+    a("--cudnn-benchmark", action=argparse.BooleanOptionalAction,
+      help="let cuDNN time and pick the fastest convolution kernels (CUDA only)")
+    a("--health", action=argparse.BooleanOptionalAction,
+      help="warn when training looks unhealthy (D dominance, collapse, ...)")
+
+
+def parse_config(parser, presets, argv=None):
+    """The chosen preset with the typed flags on top. Returns (config, set of
+    the flags typed on the command line). Exits 2 with one line on bad input."""
+    typed = vars(parser.parse_args(argv))
+    preset = typed.get("preset", "lecture")
+    if preset not in presets:
+        parser.error(f"--preset must be one of {', '.join(presets)}, not {preset!r}")
+    cfg = {**presets[preset], **typed, "preset": preset}
+    try:
+        check_config(cfg)
+    except RunError as e:
+        parser.error(str(e))
+    return cfg, set(typed)
+
+
+def check_config(cfg):
+    """Raise RunError naming the first flag whose value cannot work."""
+    def bad(key, rule):
+        raise RunError(f"--{key.replace('_', '-')} must be {rule}, not {cfg[key]}")
+    for key in ("epochs", "batch_size", "latent_dim", "log_every", "plot_every",
+                "g_features", "d_features"):
+        if key in cfg and not cfg[key] >= 1:
+            bad(key, "a positive integer")
+    for key in ("lr_gen", "lr_disc"):
+        if not (cfg[key] > 0 and math.isfinite(cfg[key])):
+            bad(key, "a finite number > 0")
+    for key in ("max_batches", "num_workers", "time_budget", "eval_every"):
+        if not (cfg[key] >= 0 and math.isfinite(cfg[key])):
+            bad(key, "a finite number >= 0")
+    for key in ("label_smoothing", "ema_decay", "beta1", "dropout"):
+        if key in cfg and not 0 <= cfg[key] < 1:
+            bad(key, "in [0, 1)")
+    if not (cfg["slope"] >= 0 and math.isfinite(cfg["slope"])):
+        bad("slope", "a finite number >= 0")
+    if "image_size" in cfg:
+        try:
+            num_doublings(cfg["image_size"])
+        except ValueError as e:
+            raise RunError(f"--image-size: {e}") from None
+    if cfg["resume"] and cfg["overwrite"]:
+        raise RunError("--resume and --overwrite exclude each other")
+
+
+# ---------------------------------------------------------------- one training run
+
+def run(cfg, given):
+    """Train one run as configured; bad input ends with one clear line and exit code 2."""
+    try:
+        rank, world, local = dist_setup()
+        device = pick_device(cfg["device"], local)
+        cfg, ckpt = prepare_run(cfg, given, rank, world, device)
+        loader = ranked_loader(cfg, device, rank, world)   # bad data fails before any write
+        run_dir = Path(cfg["out"])
+        real = next(iter(loader.batches(0))).float().cpu()
+        if rank == 0:
+            write_run_dir(run_dir, cfg, world, device)
+            helper_plot.save_grid(real[:64], run_dir / "reals.png")
+        state = build_state(cfg, device, ckpt, rank, world)
+        if ckpt is not None and rank == 0:
+            print(f"resuming at epoch {state.epoch + 1}, batch {state.batch}", flush=True)
+        health = HealthMonitor(real) if cfg["health"] else None
+        evaluator = make_evaluator(cfg) if cfg["eval_every"] else None
+        status = train_gan(state, loader, cfg, run_dir, rank, world, health, evaluator)
+    except (DataError, RunError) as e:
+        exit_with(f"error: {one_line(e)}", 2)
+    except KeyboardInterrupt:   # the second Ctrl-C
+        exit_with("quit at once: the checkpoint of the last finished epoch is kept; "
+                  f"continue with: --resume --out {cfg['out']}", 130)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if status == "diverged":
+        sys.exit(1)   # train_gan has said why
+    if status == "interrupted":
+        exit_with(f"stopped; continue with: --resume --out {cfg['out']}", 130)
+    if rank == 0:
+        print(f"done: {run_dir} (plots, grids/, checkpoint.pt)")
+
+
+def one_line(error):
+    """A DataLoader worker's error arrives wrapped in its traceback: keep the original message."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and "Original Traceback" in str(error):
+        return lines[-1].split(": ", 1)[-1]
+    return str(error)
+
+
+def exit_with(msg, code):
+    print(msg, file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+# ---------------------------------------------------------------- devices and torchrun
+
+def dist_setup():
+    """(rank, world size, local rank), starting the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, 0
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    torch.distributed.init_process_group(backend)
+    return rank, world, local
+
+
+def pick_device(name, local_rank=0):
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise RunError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RunError(f"--device {name}: no CUDA GPU is visible; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise RunError(f"--device {name}: only cpu and cuda are supported")
+    return device
+
+
+def ranked_loader(cfg, device, rank, world):
+    """Each rank gets its shard; rank 0 builds any decode cache before the others read it."""
+    local = {**cfg, "batch_size": cfg["batch_size"] // world}
+    if world > 1 and rank != 0:
+        torch.distributed.barrier()
+    loader = make_loader(cfg["dataset"], local, device, rank, world)
+    if world > 1 and rank == 0:
+        torch.distributed.barrier()
+    return loader
+
+
+# ---------------------------------------------------------------- the run folder
+
+def prepare_run(cfg, given, rank, world, device):
+    """Refuse to overwrite a run silently; on --resume merge the run's saved
+    config with the flags that may change. Writes nothing. Returns (final
+    config, checkpoint or None)."""
+    out = Path(cfg["out"])
+    ckpt = None
+    if cfg["resume"]:
+        ckpt = load_checkpoint(out, device)
+        saved = ckpt["config"]
+        ignored = sorted(k for k in given - RESUMABLE - {"resume", "out"} if cfg[k] != saved.get(k))
+        if ignored and rank == 0:
+            print("note: on --resume the run's own settings are kept; ignoring "
+                  + ", ".join("--" + k.replace("_", "-") for k in ignored))
+        cfg = {**cfg, **saved, **{k: cfg[k] for k in given & RESUMABLE},
+               "resume": True, "overwrite": False, "out": cfg["out"]}   # the folder as it is now
+    elif any((out / f).exists() for f in RUN_FILES[:4]) and not cfg["overwrite"]:
+        raise RunError(f"{out} already holds a run: add --resume to continue it, "
+                       f"--overwrite to replace it, or choose another --out")
+    if world > 1:
+        torch.distributed.barrier()   # every rank has looked before rank 0 writes
+    if cfg["batch_size"] % world:
+        raise RunError(f"--batch-size {cfg['batch_size']} must be divisible by the "
+                       f"{world} torchrun processes")
+    if device.type == "cuda":   # fixed input shapes: cuDNN's timed choice pays off after a few steps
+        torch.backends.cudnn.benchmark = cfg["cudnn_benchmark"]
+    return cfg, ckpt
+
+
+def write_run_dir(out, cfg, world, device):
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg["overwrite"]:
+        for f in RUN_FILES:
+            (out / f).unlink(missing_ok=True)
+        for f in (out / "grids").glob("epoch_*.png"):
+            f.unlink()
+    info = {**cfg, "world_size": world, "device_used": str(device), "torch": torch.__version__,
+            "batch_per_process": cfg["batch_size"] // world}
+    with atomic_write(out / "config.json") as tmp:
+        tmp.write_text(json.dumps(json_safe(info), indent=2) + "\n")
+    print("config:", json.dumps(json_safe(info), indent=None), flush=True)
