@@ -1,0 +1,52 @@
+"""Imports go one way: each module imports project modules from lower layers
+only, at its top (no project import hidden inside a function to dodge a
+circle), and no helper imports a script. A new module must be placed in a
+layer here, which is the point: someone decides where it sits."""
+import ast
+
+from conftest import ROOT
+
+LAYERS = [
+    {"models", "helper_files", "helper_losses", "helper_augment", "helper_explore"},  # no project imports
+    {"helper_data", "helper_plot", "helper_tensorboard"},     # data and pictures
+    {"helper_report"},                                        # a run's page, from its pictures
+    {"helper_eval", "helper_health"},                         # metrics and health
+    {"helper_train"},                                         # the lecture's loop
+    {"helper_cli"},                                           # command line -> train_gan
+    {"train_mnist_gan", "train_celeba_dcgan"},                # the two training scripts
+    {"generate", "evaluate", "ablate", "bench"},              # tools over trained runs
+]
+LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
+
+
+def project_imports(tree, modules):
+    """(module imported, line, whether at the top level) for imports of project modules."""
+    top = {id(n) for n in tree.body}
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name.split(".")[0] for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module.split(".")[0]]
+        for name in names:
+            if name in modules:
+                yield name, node.lineno, id(node) in top
+
+
+def test_every_module_has_a_layer():
+    modules = {p.stem for p in ROOT.glob("*.py")}
+    assert modules - LAYER.keys() == set(), "place new modules in LAYERS"
+
+
+def test_imports_go_down_and_sit_at_the_top():
+    modules = {p.stem for p in ROOT.glob("*.py")}
+    problems = []
+    for path in sorted(ROOT.glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for name, line, at_top in project_imports(tree, modules):
+            where = f"{path.name}:{line} imports {name}"
+            if not at_top:
+                problems.append(f"{where} inside a function or block")
+            if LAYER[name] >= LAYER[path.stem]:
+                problems.append(f"{where}, which is not in a lower layer")
+    assert not problems, "\n".join(problems)
