@@ -1,0 +1,364 @@
+"""Look at a run the way people look at GANs: the fixed-noise grids as an
+animated GIF, one static HTML page per run folder, and several runs side by side.
+Everything is drawn from the run folder's files, like helper_plot's plots:
+
+    python helper_report.py runs/mnist_gan                  # progress.gif + report.html
+    python helper_report.py compare runs/a runs/b --out runs/compare
+
+The pages hold no JavaScript and only relative links, so they open from file://,
+from a copied folder, or from any static web server.
+"""
+import html
+import json
+import os
+import re
+import sys
+import textwrap
+from pathlib import Path
+
+import matplotlib
+matplotlib.use("Agg")  # files only: works on servers with no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+
+import helper_plot  # noqa: E402  (a leaf: reads metrics.csv / events.jsonl)
+
+STRIP = 18  # px of label strip above each GIF frame, so the label hides no sample
+# Settings that say where or how a run was kept, not what was trained: not worth a label.
+NOT_RECIPE = {"out", "data_dir", "cache_dir", "resume", "overwrite", "num_workers", "log_every",
+              "plot_every", "device", "device_used", "torch", "host"}
+ENDINGS = ("interrupted", "diverged", "time_budget")
+CSS = """body{font:15px/1.4 system-ui,sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}
+img{max-width:100%;vertical-align:top;margin:0 .5em .5em 0}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}table{margin-bottom:.8em}
+.cfg td:nth-child(odd),.note{color:#666}"""
+
+
+# ---------------------------------------------------------------- files
+
+def _atomic(path, write):
+    """write(tmp) then rename over path: a reader (or a served page) never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _check_run(run_dir):
+    run_dir = Path(run_dir)
+    if not ((run_dir / "metrics.csv").exists() or (run_dir / "events.jsonl").exists()):
+        raise ValueError(f"{run_dir} is not a run folder (no metrics.csv and no events.jsonl)")
+    return run_dir
+
+
+def _read(path, reader, *args):
+    """reader(*args), naming the file in its error (say, a line cut short by a killed run)."""
+    try:
+        return reader(*args)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def _config(run_dir):
+    path = Path(run_dir) / "config.json"
+    cfg = _read(path, json.loads, path.read_text()) if path.exists() else {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path}: not a JSON object of settings")
+    return cfg
+
+
+def _events(run_dir, kind=None):
+    return _read(Path(run_dir) / "events.jsonl", helper_plot.read_events, run_dir, kind)
+
+
+def _grids(run_dir):
+    """(epoch, path) of every grids/epoch_NNN.png, in epoch order."""
+    found = [(int(m[1]), p) for p in Path(run_dir, "grids").glob("epoch_*.png")
+             if (m := re.fullmatch(r"epoch_(\d+)\.png", p.name))]
+    return sorted(found)
+
+
+# ---------------------------------------------------------------- the progress GIF
+
+def save_gif(frames, path, seconds_per_frame=0.25, last_pause=2.0):
+    """PIL images (or H x W x C uint8 arrays) as a GIF that loops forever; the last
+    frame stays last_pause seconds, so the eye rests on the final samples."""
+    frames = [f if isinstance(f, Image.Image) else Image.fromarray(np.asarray(f, np.uint8))
+              for f in frames]
+    if not frames:
+        raise ValueError("save_gif: no frames")
+    ms = [round(1000 * seconds_per_frame)] * (len(frames) - 1) + [round(1000 * last_pause)]
+    return _atomic(path, lambda tmp: frames[0].save(
+        tmp, format="GIF", save_all=True, append_images=frames[1:], duration=ms, loop=0,
+        optimize=True))
+
+
+def _labelled(path, epoch, size):
+    """One grid scaled to size, under a white strip that names its epoch."""
+    with Image.open(path) as im:
+        grid = im.convert("RGB").resize(size, Image.LANCZOS)
+    frame = Image.new("RGB", (size[0], size[1] + STRIP), "white")
+    frame.paste(grid, (0, STRIP))
+    ImageDraw.Draw(frame).text((4, 2), f"epoch {epoch}", fill="black",
+                               font=ImageFont.load_default(size=13))
+    return frame
+
+
+def write_progress_gif(run_dir, max_frames=40, max_side=400):
+    """grids/epoch_NNN.png as run_dir/progress.gif (None when there are no grids)."""
+    if max_frames < 2:
+        raise ValueError("max_frames must be at least 2 (the first and the last epoch)")
+    grids = _grids(run_dir)
+    if not grids:
+        return None
+    # Evenly spaced picks; rounding the ends of linspace keeps the first and last grid.
+    picks = sorted({round(i) for i in np.linspace(0, len(grids) - 1, min(max_frames, len(grids)))})
+    with Image.open(grids[-1][1]) as im:
+        w, h = im.size
+    scale = min(1.0, max_side / max(w, h))
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    frames = [_labelled(grids[i][1], grids[i][0], size) for i in picks]
+    return save_gif(frames, Path(run_dir) / "progress.gif")
+
+
+# ---------------------------------------------------------------- the run report
+
+def _esc(x):
+    return html.escape(str(x), quote=True)
+
+
+def _fmt(v):
+    if isinstance(v, str):
+        return v
+    return f"{v:.4g}" if isinstance(v, float) else json.dumps(v)
+
+
+def _tr(cells, tag="td"):
+    return "<tr>" + "".join(f"<{tag}>{_esc(c)}</{tag}>" for c in cells) + "</tr>"
+
+
+def _table(rows, header=(), cls=""):
+    """An HTML table of escaped cells."""
+    return (f'<table class="{cls}">' + (_tr(header, "th") if header else "")
+            + "".join(_tr(r) for r in rows) + "</table>")
+
+
+def _images(run_dir, *names):
+    """<img> tags for those of the files that exist, by relative name only."""
+    return "".join(f'<img src="{_esc(n)}" alt="{_esc(n)}">' for n in names
+                   if (Path(run_dir) / n).exists())
+
+
+def _how_it_ended(events):
+    """(the ending event of the last session or {}, whether the run was resumed).
+    An interrupted/diverged/time_budget event ends the run unless a new start or
+    epoch follows it; one that is followed also tells a resume (for runs logged
+    before "start" events existed)."""
+    kinds = [e.get("event") for e in events]
+    last = max((i for i, k in enumerate(kinds) if k in ("epoch", "start")), default=-1)
+    end = next((e for e in reversed(events[last + 1:]) if e.get("event") in ENDINGS), {})
+    resumed = (any(e.get("resumed") for e in events if e.get("event") == "start")
+               or any(k in ENDINGS for k in kinds[:last]))
+    return end, resumed
+
+
+def _summary(cfg, events):
+    """The facts of "What was run" as (name, value) rows."""
+    start = next((e for e in reversed(events) if e.get("event") == "start"), {})
+    epochs = [e for e in events if e.get("event") == "epoch"]
+    seconds = [e["seconds"] for e in epochs if "seconds" in e]
+    done = max((e.get("epoch", 0) for e in epochs), default=0)
+    end, resumed = _how_it_ended(events)
+    ended = {None: "finished" if done and done >= cfg.get("epochs", done)
+             else "not finished (running, or killed)",
+             "interrupted": f"interrupted at epoch {end.get('epoch')}, batch {end.get('batch')}",
+             "diverged": f"diverged at step {end.get('step')}: {end.get('message', '')}",
+             "time_budget": f"stopped by the time budget after epoch {end.get('epoch')}",
+             }[end.get("event")]
+    return [("model", cfg.get("model", "?")),
+            ("epochs done / planned", f"{done} / {cfg.get('epochs', '?')}"),
+            ("seconds per epoch (median)", f"{np.median(seconds):.3g}" if seconds else "-"),
+            ("ended", ended), ("resumed", "yes" if resumed else "no"),
+            ("machine", start.get("host", "-")),
+            ("device", start.get("device", cfg.get("device_used", "-"))),
+            ("torch", start.get("torch", cfg.get("torch", "-"))),
+            ("processes", cfg.get("world_size", 1))]
+
+
+def _config_table(cfg, per_row=3):
+    """All settings, per_row key/value pairs a row, to keep the table short."""
+    pairs = [(k, _fmt(v)) for k, v in sorted(cfg.items())]
+    return _table([sum(pairs[i:i + per_row], ()) for i in range(0, len(pairs), per_row)], cls="cfg")
+
+
+def _eval_table(evals):
+    keys = sorted({k for e in evals for k, v in e.items() if isinstance(v, float)})
+    if not keys:
+        return '<p class="note">No evaluations (train with --eval-every K).</p>'
+    return _table([[e.get("epoch"), e.get("step"), *(_fmt(e.get(k, "")) for k in keys)]
+                   for e in evals], header=["epoch", "step", *keys])
+
+
+def _event_list(events, kinds, none):
+    items = [f"{e['event']} at step {e.get('step', '?')}, epoch {e.get('epoch', '?')}"
+             + (f": {e['message']}" if "message" in e else "")
+             for e in events if e.get("event") in kinds]
+    if not items:
+        return f'<p class="note">{_esc(none)}</p>'
+    return "<ul>" + "".join(f"<li>{_esc(i)}</li>" for i in items) + "</ul>"
+
+
+def _write_page(path, title, sections):
+    """A whole HTML page of (heading, html body) sections, written atomically."""
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f"<title>{_esc(title)}</title><style>{CSS}</style></head><body><h1>{_esc(title)}</h1>"
+            + "".join(f"<h2>{_esc(h)}</h2>{body}" for h, body in sections) + "</body></html>\n")
+    return _atomic(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+
+
+def write_report(run_dir):
+    """run_dir/report.html: one static page of the run, pointing at its plots and grids."""
+    run_dir = _check_run(run_dir)
+    cfg, events = _config(run_dir), _events(run_dir)
+    evals = [e for e in events if e.get("event") == "eval"]
+    samples = (_images(run_dir, "real_vs_fake.png")      # else the two halves of it
+               or _images(run_dir, "final_grid.png", "reals.png")
+               or '<p class="note">No grids yet.</p>')
+    return _write_page(run_dir / "report.html", f"GAN run {run_dir.resolve().name}", [
+        ("What was run", _table(_summary(cfg, events)) + _config_table(cfg)),
+        ("Losses", _images(run_dir, "loss.png", "accuracy.png")
+         + _event_list(events, ("warning",), "No health warnings.")),
+        ("Sample quality", _images(run_dir, "eval.png") + _eval_table(evals)),
+        ("Progress", _images(run_dir, "progress.gif", "progress.png")),
+        ("Samples", samples),
+        ("Health events", _event_list(events, ("warning", "diverged", "interrupted"), "None."))])
+
+
+# ---------------------------------------------------------------- comparing runs
+
+def _differing(configs):
+    """Keys whose values are not the same in every config (absent counts as a value)."""
+    keys = sorted({k for c in configs for k in c})
+    return [k for k in keys
+            if len({json.dumps(c.get(k, "<absent>"), sort_keys=True) for c in configs}) > 1]
+
+
+def run_labels(run_dirs, configs):
+    """'loss=hinge, lr_gen=0.0001' from the recipe settings that differ; the folder
+    name when nothing (or not enough) differs to tell the runs apart."""
+    keys = [k for k in _differing(configs) if k not in NOT_RECIPE]
+    labels = [", ".join(f"{k}={_fmt(c.get(k, '-'))}" for k in keys) for c in configs]
+    if not keys or len(set(labels)) < len(labels):
+        return [Path(r).resolve().name for r in run_dirs]
+    return labels
+
+
+def _plot_curves(axes, keys, run_dirs, labels):
+    """Smoothed G and D losses (axes[0], axes[1]) and eval scores (axes[2:]), one colour a run."""
+    for i, (run, label) in enumerate(zip(run_dirs, labels)):
+        m = _read(run / "metrics.csv", helper_plot.read_metrics, run)
+        if m:   # a running mean over half an epoch, so runs of any length read alike
+            x, window = helper_plot.epoch_axis(m), max(1, int(m["batch"].max()) // 2)
+            for ax, key in zip(axes, ("g_loss", "d_loss")):
+                ax.plot(x, helper_plot.running_mean(m[key], window), color=f"C{i}", label=label)
+        for ax, key in zip(axes[2:], keys):
+            pts = [(e["epoch"], e[key]) for e in _events(run, "eval")
+                   if isinstance(e.get(key), float)]
+            if pts:
+                ax.plot(*zip(*pts), color=f"C{i}", marker="o", label=label)
+    for ax, title in zip(axes, ["G loss", "D loss", *keys]):
+        ax.set(xlabel="epoch", title=title)
+
+
+def _compare_figure(run_dirs, labels, path):
+    labels = [label.replace("$", r"\$") for label in labels]   # text, never mathtext
+    keys = sorted({k for r in run_dirs for e in _events(r, "eval")
+                   for k, v in e.items() if isinstance(v, float)})
+    width = max(9, 3.2 * max(2 + len(keys), len(run_dirs)))
+    fig = plt.figure(figsize=(width, 7.5), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.1])
+    axes = top.subplots(1, 2 + len(keys), squeeze=False)[0]
+    _plot_curves(axes, keys, run_dirs, labels)
+    handles, names = axes[0].get_legend_handles_labels()
+    if handles:   # above the plots: long labels would squeeze an axes
+        top.legend(handles, names, loc="outside upper center", ncols=min(3, len(names)), fontsize=8)
+    for i, ax in enumerate(bottom.subplots(1, len(run_dirs), squeeze=False)[0]):
+        grids = _grids(run_dirs[i])
+        if grids:
+            ax.imshow(plt.imread(grids[-1][1]))
+        last = grids[-1][0] if grids else "-"
+        ax.set_title(textwrap.fill(f"{labels[i]} (epoch {last})", 40), fontsize=8, color=f"C{i}")
+        ax.axis("off")
+    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+
+
+def _settings_html(run_dirs, configs, labels, out_dir):
+    """The settings that differ (runs as columns), and links to the runs' own reports."""
+    names = [r.resolve().name for r in run_dirs]
+    rows = [["label", *labels]] + [[k, *(_fmt(c.get(k, "-")) for c in configs)]
+                                   for k in _differing(configs)]
+    links = [f'<a href="{_esc(Path(os.path.relpath(r / "report.html", out_dir)).as_posix())}">'
+             f"{_esc(n)}</a>" for r, n in zip(run_dirs, names) if (r / "report.html").exists()]
+    return (_table(rows, header=["setting", *names])
+            + (f"<p>Reports: {' &middot; '.join(links)}</p>" if links else ""))
+
+
+def compare(run_dirs, out_dir, labels=None):
+    """out_dir/compare.png (losses, evals and final grids of the runs overlaid) and
+    out_dir/compare.html (the figure and the settings that differ). Returns both paths."""
+    if not run_dirs:
+        raise ValueError("compare needs at least one run folder")
+    run_dirs = [_check_run(r) for r in run_dirs]
+    configs = [_config(r) for r in run_dirs]
+    labels = list(labels) if labels else run_labels(run_dirs, configs)
+    if len(labels) != len(run_dirs):
+        raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _compare_figure(run_dirs, labels, out_dir / "compare.png")
+    page = _write_page(out_dir / "compare.html", "GAN runs compared", [
+        ("Losses, scores and final samples", '<img src="compare.png" alt="compare.png">'),
+        ("Settings that differ", _settings_html(run_dirs, configs, labels, out_dir))])
+    return out_dir / "compare.png", page
+
+
+# ---------------------------------------------------------------- command line
+
+USAGE = "usage: python helper_report.py RUN_DIR | compare RUN_DIR [RUN_DIR...] [--out DIR]"
+
+
+def _split_out(args):
+    """compare's arguments -> (run folders, the --out value, '' when it is missing, or None)."""
+    if "--out" not in args:
+        return args, None
+    at = args.index("--out")
+    return args[:at] + args[at + 2:], (args[at + 1:at + 2] or [""])[0]
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    runs, out = _split_out(argv[1:]) if argv[:1] == ["compare"] else (argv, None)
+    if not runs or out == "" or (argv[:1] != ["compare"] and len(runs) != 1):
+        sys.exit(USAGE)
+    try:
+        if argv[:1] == ["compare"]:
+            # Default: beside the runs, e.g. runs/a runs/b -> runs/compare.
+            out = out or Path(os.path.commonpath([Path(r).resolve().parent for r in runs]),
+                              "compare")
+            print(*compare(runs, out), sep="\n")
+        else:
+            run = _check_run(runs[0])
+            _read(run, helper_plot.plot_run, run)   # the report shows these plots: redraw
+            print(*[p for p in (write_progress_gif(run), write_report(run)) if p], sep="\n")
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
