@@ -18,15 +18,20 @@ import helper_plot
 from helper_data import DataError, make_loader
 from helper_eval import make_evaluator
 from helper_files import atomic_write, json_safe
+from helper_augment import parse_policy
 from helper_health import HealthMonitor
+from helper_losses import LOSS_DEFAULTS, LOSSES
 from helper_train import RunError, build_state, load_checkpoint, train_gan
 from models import num_doublings
 
-# The run-control defaults both scripts share; each script's presets add the rest.
-RUN_DEFAULTS = dict(seed=1, device="auto", num_workers=2, input_path="tensor", cache_dir=None,
-                    max_batches=0, resume=False, overwrite=False, log_every=50, plot_every=10,
-                    eval_every=0, time_budget=0.0, amp="auto", compile=False,
-                    cudnn_benchmark=True, health=True)
+# The defaults both scripts share (running a run, and the loss: the lecture's BCE);
+# each script's presets add the rest.
+COMMON_DEFAULTS = dict(seed=1, device="auto", num_workers=2, input_path="tensor", cache_dir=None,
+                       max_batches=0, resume=False, overwrite=False, log_every=50, plot_every=10,
+                       eval_every=0, time_budget=0.0, amp="auto", compile=False,
+                       cudnn_benchmark=True, health=True,
+                       loss="bce", beta2=0.999, n_critic=1, clip=0.01, gp_weight=10.0,
+                       spectral_norm=False, r1=0.0, diffaug="")
 # Flags that may change when a run is resumed; everything else comes from the run's config.
 RESUMABLE = {"epochs", "device", "num_workers", "max_batches", "data_dir", "cache_dir",
              "log_every", "plot_every", "eval_every", "compile", "input_path", "time_budget"}
@@ -86,6 +91,19 @@ def add_common_args(parser, defaults):
     a("--init", choices=["default", "dcgan"], help="dcgan: the DCGAN paper's N(0, 0.02) init")
     a("--gen-activation", choices=["leaky", "relu"], help="relu reproduces the lecture's failed run")
     a("--slope", type=float, help="LeakyReLU negative slope of both networks")
+    # Beyond the lecture's loss (README: "Losses and regularisers").
+    a("--loss", choices=LOSSES, help="bce: the lecture's; wgan: weight clipping; wgan-gp: gradient "
+                                     "penalty; hinge. Choosing one also sets its usual Adam betas, "
+                                     "learning rates and --n-critic unless given")
+    a("--n-critic", type=int, help="D steps per G step, each on its own batch")
+    a("--beta2", type=float, help="Adam beta2 for both optimizers")
+    a("--clip", type=float, help="wgan: clip D's weights to [-c, c] after each D step")
+    a("--gp-weight", type=float, help="wgan-gp: weight of the gradient penalty")
+    a("--spectral-norm", action=argparse.BooleanOptionalAction,
+      help="spectral normalisation of D's conv and linear layers")
+    a("--r1", type=float, help="R1 penalty weight gamma on real images (every 16 steps), 0: off")
+    a("--diffaug", help="DiffAugment of every image D sees: a comma list of color, translation, "
+                        "cutout; empty: off")
     # Speed options (no effect on what is computed, except --amp).
     a("--amp", choices=["auto", "off", "bf16", "fp16"],
       help="autocast precision; auto: bf16 on CUDA GPUs that support it, off otherwise")
@@ -105,7 +123,9 @@ def parse_config(parser, presets, argv=None):
     preset = typed.get("preset", "lecture")
     if preset not in presets:
         parser.error(f"--preset must be one of {', '.join(presets)}, not {preset!r}")
-    cfg = {**presets[preset], **typed, "preset": preset}
+    # A typed --loss brings the settings that loss is usually trained with; typed flags win.
+    loss_defaults = LOSS_DEFAULTS[typed["loss"]] if "loss" in typed else {}
+    cfg = {**presets[preset], **loss_defaults, **typed, "preset": preset}
     try:
         check_config(cfg)
     except RunError as e:
@@ -118,7 +138,7 @@ def check_config(cfg):
     def bad(key, rule):
         raise RunError(f"--{key.replace('_', '-')} must be {rule}, not {cfg[key]}")
     for key in ("epochs", "batch_size", "latent_dim", "log_every", "plot_every",
-                "g_features", "d_features"):
+                "g_features", "d_features", "n_critic"):
         if key in cfg and not cfg[key] >= 1:
             bad(key, "a positive integer")
     for key in ("lr_gen", "lr_disc"):
@@ -127,9 +147,20 @@ def check_config(cfg):
     for key in ("max_batches", "num_workers", "time_budget", "eval_every"):
         if not (cfg[key] >= 0 and math.isfinite(cfg[key])):
             bad(key, "a finite number >= 0")
-    for key in ("label_smoothing", "ema_decay", "beta1", "dropout"):
+    for key in ("label_smoothing", "ema_decay", "beta1", "beta2", "dropout"):
         if key in cfg and not 0 <= cfg[key] < 1:
             bad(key, "in [0, 1)")
+    if not (cfg["clip"] > 0 and math.isfinite(cfg["clip"])):
+        bad("clip", "a finite number > 0")
+    for key in ("gp_weight", "r1"):
+        if not (cfg[key] >= 0 and math.isfinite(cfg[key])):
+            bad(key, "a finite number >= 0")
+    if cfg["label_smoothing"] and cfg["loss"] != "bce":
+        raise RunError(f"--label-smoothing applies to --loss bce only, not {cfg['loss']}")
+    try:
+        parse_policy(cfg["diffaug"])
+    except ValueError as e:
+        raise RunError(f"--diffaug: {e}") from None
     if not (cfg["slope"] >= 0 and math.isfinite(cfg["slope"])):
         bad("slope", "a finite number >= 0")
     if "image_size" in cfg:
@@ -158,7 +189,7 @@ def run(cfg, given):
         state = build_state(cfg, device, ckpt, rank, world)
         if ckpt is not None and rank == 0:
             print(f"resuming at epoch {state.epoch + 1}, batch {state.batch}", flush=True)
-        health = HealthMonitor(real) if cfg["health"] else None
+        health = HealthMonitor(real, loss_checks=cfg["loss"] == "bce") if cfg["health"] else None
         evaluator = make_evaluator(cfg) if cfg["eval_every"] else None
         status = train_gan(state, loader, cfg, run_dir, rank, world, health, evaluator)
     except (DataError, RunError) as e:
@@ -238,6 +269,9 @@ def prepare_run(cfg, given, rank, world, device):
     """Refuse to overwrite a run silently; on --resume merge the run's saved
     config with the flags that may change. Writes nothing. Returns (final
     config, checkpoint or None)."""
+    if world > 1 and (cfg["loss"] == "wgan-gp" or cfg["r1"]):
+        raise RunError("--loss wgan-gp and --r1 need a double backward, which DistributedDataParallel "
+                       "does not support: train them in one process")
     out = Path(cfg["out"])
     ckpt = None
     if cfg["resume"]:

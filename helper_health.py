@@ -87,9 +87,13 @@ class _RunningStats:
 
 
 class HealthMonitor:
-    def __init__(self, real):
+    def __init__(self, real, loss_checks=True):
         """real: a batch of real images N x C x H x W, the scale for sample
-        diversity (None: loss checks only)."""
+        diversity (None: loss checks only). loss_checks: the dominance and
+        runaway thresholds are BCE values, so they are off for other losses
+        (a WGAN critic's loss has no fixed scale); stalled losses and sample
+        collapse are checked for every loss."""
+        self.loss_checks = loss_checks
         self.real_spread = spread(real) if real is not None else None
         self.short = deque(maxlen=WINDOW)          # (g_loss, d_loss) of the last batches
         self.long = _RunningStats(FLAT_WINDOW)
@@ -119,7 +123,7 @@ class HealthMonitor:
             self.short.append((g, d))
             self.long.append((g, d))
             self.batches += 1
-            if len(self.short) == WINDOW:
+            if self.loss_checks and len(self.short) == WINDOW:
                 g_avg, d_avg = np.mean(self.short, axis=0)
                 messages += self.d_dominates.update(d_avg < D_LOSS_FLOOR, d_avg > D_LOSS_FLOOR * HYSTERESIS,
                                                     int(step), d=d_avg, g=g_avg)

@@ -28,9 +28,10 @@ import zipfile
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+import helper_losses as losses
 import helper_plot
+from helper_augment import diff_augment
 from helper_data import Progress
 from helper_files import atomic_write, json_safe
 from models import build_models, sample
@@ -39,12 +40,13 @@ from models import build_models, sample
 # ---------------------------------------------------------------- the step
 
 def gan_step(s, real, cfg, autocast):
-    """One D step then one G step on a batch of real images (N x C x H x W in
-    [-1, 1]). Returns a 4-vector on the device (G loss, D loss, D accuracy on
-    real, on fake), so that logging needs no host synchronisation here."""
-    n, device = real.shape[0], real.device
-    real_target = torch.full((n,), 1.0 - cfg["label_smoothing"], device=device)
-    zeros, ones = torch.zeros(n, device=device), torch.ones(n, device=device)
+    """One D step, then (every cfg["n_critic"]-th batch) one G step, on a batch
+    of real images (N x C x H x W in [-1, 1]). Returns a 4-vector on the device
+    (G loss, D loss, D accuracy on real, on fake), so that logging needs no host
+    synchronisation here. With the lecture's settings (bce, n_critic 1, no
+    augmentation or penalty) this is exactly the step in the module docstring."""
+    n, device, kind = real.shape[0], real.device, cfg["loss"]
+    augment = lambda x: diff_augment(x, cfg["diffaug"])   # noqa: E731  (x itself without --diffaug)
 
     z = torch.randn(n, cfg["latent_dim"], device=device)
     with autocast:
@@ -53,29 +55,48 @@ def gan_step(s, real, cfg, autocast):
     # --- D step: tell real (1) from fake (0); detach so G stays frozen.
     s.opt_d.zero_grad(set_to_none=True)
     with autocast:
-        logits_real = s.disc_step(real).float()                    # N
-        logits_fake = s.disc_step(fake.detach()).float()           # N
-        d_loss = 0.5 * (F.binary_cross_entropy_with_logits(logits_real, real_target)
-                        + F.binary_cross_entropy_with_logits(logits_fake, zeros))
-    s.scaler.scale(d_loss).backward()
+        logits_real = s.disc_step(augment(real)).float()           # N
+        logits_fake = s.disc_step(augment(fake.detach())).float()  # N
+        d_loss = losses.d_loss(kind, logits_real, logits_fake, 1.0 - cfg["label_smoothing"])
+    s.scaler.scale(d_loss + penalties(s, real, fake, cfg)).backward()
     s.scaler.step(s.opt_d)
+    if kind == "wgan":   # keep the critic Lipschitz by clipping its weights
+        losses.clip_weights_(s.disc, cfg["clip"])
 
     # --- G step: fool the updated D, fake images labelled 1 ("flipped").
-    s.opt_g.zero_grad(set_to_none=True)
-    if cfg["fresh_noise"]:   # the lecture's open question: a new noise batch for the G step
-        with autocast:
-            fake = s.gen_step(torch.randn(n, cfg["latent_dim"], device=device))
-    with autocast, s.frozen_disc():    # gradients flow through D to G, not into D's weights
-        g_loss = F.binary_cross_entropy_with_logits(s.disc_step(fake).float(), ones)
-    s.scaler.scale(g_loss).backward()
-    s.scaler.step(s.opt_g)
+    if (s.step + 1) % cfg["n_critic"] == 0:
+        s.opt_g.zero_grad(set_to_none=True)
+        if cfg["fresh_noise"]:   # the lecture's open question: a new noise batch for the G step
+            with autocast:
+                fake = s.gen_step(torch.randn(n, cfg["latent_dim"], device=device))
+        with autocast, s.frozen_disc():    # gradients flow through D to G, not into D's weights
+            g_loss = losses.g_loss(kind, s.disc_step(augment(fake)).float())
+        s.scaler.scale(g_loss).backward()
+        s.scaler.step(s.opt_g)
+        if s.ema is not None:   # warm-up: early on, follow the generator closely
+            ema_update(s.ema, s.gen, min(cfg["ema_decay"], (1 + s.step) / (10 + s.step)))
+    else:   # no G step on this batch: log the loss G has on it, from the D step's scores
+        g_loss = losses.g_loss(kind, logits_fake)
     s.scaler.update()                  # one scaler, updated once after both optimizers stepped
-    if s.ema is not None:   # warm-up: early on, follow the generator closely
-        ema_update(s.ema, s.gen, min(cfg["ema_decay"], (1 + s.step) / (10 + s.step)))
     s.step += 1
-    with torch.no_grad():
-        return torch.stack([g_loss.detach(), d_loss.detach(),
-                            (logits_real > 0).float().mean(), (logits_fake < 0).float().mean()])
+    acc_real, acc_fake = losses.d_accuracy(kind, logits_real, logits_fake)
+    return torch.stack([g_loss.detach(), d_loss.detach(), acc_real, acc_fake])
+
+
+def penalties(s, real, fake, cfg):
+    """The D step's regularisers, 0 without them: the WGAN-GP gradient penalty,
+    and R1 on real images, applied lazily every R1_EVERY steps with its weight
+    scaled up to match (as StyleGAN2 does). Both on the plain D (not the DDP or
+    compiled wrapper), in float32."""
+    total = 0.0
+    if cfg["loss"] == "wgan-gp":
+        total = losses.gradient_penalty(s.disc, real, fake, cfg["gp_weight"])
+    if cfg["r1"] and s.step % R1_EVERY == 0:
+        total = total + losses.r1_penalty(s.disc, real, cfg["r1"] * R1_EVERY)
+    return total
+
+
+R1_EVERY = 16
 
 
 # ---------------------------------------------------------------- the loop
@@ -282,7 +303,7 @@ class GANState:
 
     def __init__(self, gen, disc, cfg, device):
         self.gen, self.disc, self.device = gen, disc, device   # the plain modules (what checkpoints hold)
-        betas = (cfg["beta1"], 0.999)
+        betas = (cfg["beta1"], cfg["beta2"])
         # Fused Adam: one kernel for all parameters on CUDA (and on CPU in recent PyTorch).
         fused = {"fused": True} if device.type in ("cuda", "cpu") else {}
         self.opt_g = torch.optim.Adam(gen.parameters(), lr=cfg["lr_gen"], betas=betas, **fused)
@@ -350,6 +371,8 @@ def build_state(cfg, device, ckpt=None, rank=0, world=1):
     torch.manual_seed(cfg["seed"] + rank)   # ranks draw different noise; DDP syncs the weights
     random.seed(cfg["seed"] + rank)
     gen, disc = build_models(cfg)
+    if cfg["spectral_norm"]:   # before loading: it renames D's weights in the state dict
+        losses.spectral_norm_(disc)
     fmt = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
     state = GANState(gen.to(device, memory_format=fmt), disc.to(device, memory_format=fmt), cfg, device)
     if ckpt is not None:
@@ -424,7 +447,9 @@ def load_checkpoint(path, device="cpu"):
 def upgrade_config(cfg):
     """Fill in the keys that checkpoints of earlier versions did not store yet."""
     dataset = "mnist" if cfg.get("model") == "fc" else "celeba"
-    return {"dataset": dataset, "slope": 0.01, "gen_activation": "leaky", "init": "default", **cfg}
+    return {"dataset": dataset, "slope": 0.01, "gen_activation": "leaky", "init": "default",
+            "loss": "bce", "n_critic": 1, "beta2": 0.999, "spectral_norm": False, "r1": 0.0,
+            "diffaug": "", "clip": 0.01, "gp_weight": 10.0, **cfg}
 
 
 def load_generator(path, device="cpu"):

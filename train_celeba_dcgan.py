@@ -14,11 +14,11 @@ files as the MNIST script's.
 """
 import argparse
 
-from helper_cli import RUN_DEFAULTS, add_common_args, flag_adder, parse_config, run
+from helper_cli import COMMON_DEFAULTS, add_common_args, flag_adder, parse_config, run
 
 PRESETS = {
     # Exactly the lecture: g = d = 64 feature maps, LeakyReLU, Adam 2e-4 (0.5, 0.999).
-    "lecture": dict(RUN_DEFAULTS, dataset="celeba", model="dcgan", channels=3,
+    "lecture": dict(COMMON_DEFAULTS, dataset="celeba", model="dcgan", channels=3,
                     data_dir="./data", out="runs/celeba_dcgan", epochs=20, batch_size=128,
                     lr_gen=2e-4, lr_disc=2e-4, beta1=0.5, latent_dim=100, g_features=64,
                     d_features=64, image_size=64, slope=0.01, fresh_noise=False,

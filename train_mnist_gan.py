@@ -12,11 +12,11 @@ final_grid.png, real_vs_fake.png and checkpoint.pt.
 """
 import argparse
 
-from helper_cli import RUN_DEFAULTS, add_common_args, flag_adder, parse_config, run
+from helper_cli import COMMON_DEFAULTS, add_common_args, flag_adder, parse_config, run
 
 PRESETS = {
     # Exactly the lecture: 128-unit hidden layers, dropout 0.5, Adam 2e-4 (0.5, 0.999).
-    "lecture": dict(RUN_DEFAULTS, dataset="mnist", model="fc", img_shape=[1, 28, 28],
+    "lecture": dict(COMMON_DEFAULTS, dataset="mnist", model="fc", img_shape=[1, 28, 28],
                     data_dir="./data", out="runs/mnist_gan", epochs=100, batch_size=128,
                     lr_gen=2e-4, lr_disc=2e-4, beta1=0.5, latent_dim=100, g_hidden=[128],
                     d_hidden=[128], dropout=0.5, slope=0.01, fresh_noise=False,

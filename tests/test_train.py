@@ -21,8 +21,8 @@ from helper_train import GANState, gan_step
 from models import FCDiscriminator, FCGenerator, build_models
 
 DEVICE = torch.device("cpu")
-STEP_CFG = dict(beta1=0.5, lr_gen=1e-2, lr_disc=1e-2, amp="off", ema_decay=0.0, seed=0,
-                latent_dim=8, label_smoothing=0.0, fresh_noise=False)
+STEP_CFG = {**train_mnist_gan.PRESETS["lecture"],
+            **dict(lr_gen=1e-2, lr_disc=1e-2, amp="off", seed=0, latent_dim=8)}
 
 
 def tiny_state(dropout=0.0, **cfg):
