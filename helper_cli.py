@@ -38,7 +38,7 @@ RESUMABLE = {"epochs", "device", "num_workers", "max_batches", "data_dir", "cach
 # What a run folder holds (grids/ aside); the first four mark a folder as holding a run.
 RUN_FILES = ["config.json", "metrics.csv", "events.jsonl", "checkpoint.pt", "reals.png",
              "loss.png", "accuracy.png", "progress.png", "final_grid.png", "real_vs_fake.png",
-             "eval.png"]
+             "eval.png", "progress.gif", "report.html"]
 
 
 # ---------------------------------------------------------------- flags and config

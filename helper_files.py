@@ -60,9 +60,18 @@ def read_metrics(run_dir):
 
 
 def read_events(run_dir, kind=None):
-    """events.jsonl as a list of dicts, only those whose "event" is `kind` if given."""
+    """events.jsonl as a list of dicts, only those whose "event" is `kind` if given.
+    A line that is not a JSON object (cut short when a process was killed while
+    writing it) is skipped."""
     path = Path(run_dir) / "events.jsonl"
     if not path.exists():
         return []
-    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    events = [e for e in map(_json_or_none, path.read_text().splitlines()) if isinstance(e, dict)]
     return [e for e in events if kind is None or e.get("event") == kind]
+
+
+def _json_or_none(line):
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None

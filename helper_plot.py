@@ -1,10 +1,14 @@
 """Plots and image grids of a run, drawn from the files in its run folder
-(metrics.csv, events.jsonl, grids/), so any run, finished or not, can be redrawn:
+(metrics.csv, events.jsonl, grids/), so any run, finished or not, can be
+redrawn, with its progress.gif and report.html (helper_report):
 
     python helper_plot.py runs/mnist_gan
+    python helper_plot.py compare runs/a runs/b --out runs/compare
 """
+import os
 import shutil
 import sys
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torchvision  # noqa: E402
 
+import helper_report  # noqa: E402
 from helper_files import atomic_write, read_events, read_metrics  # noqa: E402
 
 
@@ -45,7 +50,7 @@ def plot_losses(run_dir, m, window):
         ax.plot(x, running_mean(m[key], window), color=color, lw=1.5,
                 label=f"{label} (running mean of {window} batches)")
     _mark_warnings(ax, run_dir, x, m)
-    ax.set(xlabel="epoch", ylabel="BCE loss", title="GAN losses per batch")
+    ax.set(xlabel="epoch", ylabel="loss", title="GAN losses per batch")
     ax.legend(loc="upper right", fontsize=8)
     _save(fig, Path(run_dir) / "loss.png")
 
@@ -102,8 +107,9 @@ def side_by_side(paths, titles, out):
     _save(fig, out)
 
 
-def _save(fig, path):
-    fig.tight_layout()
+def _save(fig, path, tight=True):
+    if tight:
+        fig.tight_layout()
     try:
         with atomic_write(path) as tmp:   # never leave a half-written plot
             fig.savefig(tmp, dpi=100)
@@ -127,15 +133,97 @@ def plot_run(run_dir, window=100):
             side_by_side([run_dir / "reals.png", grids[-1]],
                           ["real", f"generated (epoch {int(grids[-1].stem[6:])})"],
                           run_dir / "real_vs_fake.png")
-    return sorted(run_dir.glob("*.png"))
+    written = sorted(run_dir.glob("*.png"))
+    return written + [p for p in (helper_report.write_progress_gif(run_dir),
+                                  helper_report.write_report(run_dir)) if p]
+
+
+# ---------------------------------------------------------------- several runs
+
+def _plot_curves(axes, keys, run_dirs, labels):
+    """Smoothed G and D losses (axes[0], axes[1]) and eval scores (axes[2:]), one colour a run."""
+    for i, (run, label) in enumerate(zip(run_dirs, labels)):
+        m = read_metrics(run)
+        if m:   # a running mean over half an epoch, so runs of any length read alike
+            x, window = epoch_axis(m), max(1, int(m["batch"].max()) // 2)
+            for ax, key in zip(axes, ("g_loss", "d_loss")):
+                ax.plot(x, running_mean(m[key], window), color=f"C{i}", label=label)
+        for ax, key in zip(axes[2:], keys):
+            pts = [(e["epoch"], e[key]) for e in read_events(run, "eval")
+                   if isinstance(e.get(key), float)]
+            if pts:
+                ax.plot(*zip(*pts), color=f"C{i}", marker="o", label=label)
+    for ax, title in zip(axes, ["G loss", "D loss", *keys]):
+        ax.set(xlabel="epoch", title=title)
+
+
+def _compare_figure(run_dirs, labels, path):
+    labels = [label.replace("$", r"\$") for label in labels]   # text, never mathtext
+    keys = sorted({k for r in run_dirs for e in read_events(r, "eval")
+                   for k, v in e.items() if isinstance(v, float)})
+    width = max(9, 3.2 * max(2 + len(keys), len(run_dirs)))
+    fig = plt.figure(figsize=(width, 7.5), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.1])
+    axes = top.subplots(1, 2 + len(keys), squeeze=False)[0]
+    _plot_curves(axes, keys, run_dirs, labels)
+    handles, names = axes[0].get_legend_handles_labels()
+    if handles:   # above the plots: long labels would squeeze an axes
+        top.legend(handles, names, loc="outside upper center", ncols=min(3, len(names)), fontsize=8)
+    for i, ax in enumerate(bottom.subplots(1, len(run_dirs), squeeze=False)[0]):
+        grids = helper_report.grids(run_dirs[i])
+        if grids:
+            ax.imshow(plt.imread(grids[-1][1]))
+        last = grids[-1][0] if grids else "-"
+        ax.set_title(textwrap.fill(f"{labels[i]} (epoch {last})", 40), fontsize=8, color=f"C{i}")
+        ax.axis("off")
+    _save(fig, path, tight=False)
+
+
+def compare(run_dirs, out_dir, labels=None):
+    """out_dir/compare.png (losses, evals and final grids of the runs overlaid) and
+    out_dir/compare.html (the figure and the settings that differ). Returns both paths."""
+    if not run_dirs:
+        raise ValueError("compare needs at least one run folder")
+    run_dirs = [helper_report.check_run(r) for r in run_dirs]
+    labels = list(labels) if labels else helper_report.run_labels(
+        run_dirs, [helper_report.read_config(r) for r in run_dirs])
+    if len(labels) != len(run_dirs):
+        raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _compare_figure(run_dirs, labels, out_dir / "compare.png")
+    return out_dir / "compare.png", helper_report.compare_page(run_dirs, out_dir, labels)
+
+
+# ---------------------------------------------------------------- command line
+
+USAGE = "usage: python helper_plot.py RUN_DIR | compare RUN_DIR [RUN_DIR...] [--out DIR]"
+
+
+def _split_out(args):
+    """compare's arguments -> (run folders, the --out value, '' when it is missing, or None)."""
+    if "--out" not in args:
+        return args, None
+    at = args.index("--out")
+    return args[:at] + args[at + 2:], (args[at + 1:at + 2] or [""])[0]
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or not Path(argv[0]).is_dir():
-        sys.exit("usage: python helper_plot.py RUN_DIR  (a run folder holding metrics.csv)")
-    for p in plot_run(argv[0]):
-        print(p)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    is_compare = argv[:1] == ["compare"]
+    runs, out = _split_out(argv[1:]) if is_compare else (argv, None)
+    if not runs or out == "" or (not is_compare and len(runs) != 1) or "-h" in argv or "--help" in argv:
+        print(USAGE, file=sys.stderr)
+        sys.exit(2)
+    try:
+        if is_compare:   # default: beside the runs, e.g. runs/a runs/b -> runs/compare
+            out = out or Path(os.path.commonpath([Path(r).resolve().parent for r in runs]), "compare")
+            print(*compare(runs, out), sep="\n")
+        else:
+            print(*plot_run(helper_report.check_run(runs[0])), sep="\n")
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Look at a run the way people look at GANs: the fixed-noise grids as an
 animated GIF, one static HTML page per run folder, and several runs side by side.
-Everything is drawn from the run folder's files, like helper_plot's plots:
+Everything is drawn from the run folder's files; helper_plot.plot_run calls
+these after drawing the plots, and its command line redraws any run:
 
-    python helper_report.py runs/mnist_gan                  # progress.gif + report.html
-    python helper_report.py compare runs/a runs/b --out runs/compare
+    python helper_plot.py runs/mnist_gan                  # plots, progress.gif, report.html
+    python helper_plot.py compare runs/a runs/b --out runs/compare
 
 The pages hold no JavaScript and only relative links, so they open from file://,
 from a copied folder, or from any static web server.
@@ -12,17 +13,12 @@ import html
 import json
 import os
 import re
-import sys
-import textwrap
 from pathlib import Path
 
-import matplotlib
-matplotlib.use("Agg")  # files only: works on servers with no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
-import helper_plot  # noqa: E402  (a leaf: reads metrics.csv / events.jsonl)
+from helper_files import atomic_write, read_events
 
 STRIP = 18  # px of label strip above each GIF frame, so the label hides no sample
 # Settings that say where or how a run was kept, not what was trained: not worth a label.
@@ -38,18 +34,13 @@ td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}table{margin-bottom:
 # ---------------------------------------------------------------- files
 
 def _atomic(path, write):
-    """write(tmp) then rename over path: a reader (or a served page) never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """write(tmp) through helper_files.atomic_write; returns path."""
+    with atomic_write(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
-def _check_run(run_dir):
+def check_run(run_dir):
     run_dir = Path(run_dir)
     if not ((run_dir / "metrics.csv").exists() or (run_dir / "events.jsonl").exists()):
         raise ValueError(f"{run_dir} is not a run folder (no metrics.csv and no events.jsonl)")
@@ -64,7 +55,7 @@ def _read(path, reader, *args):
         raise ValueError(f"{path}: {e}") from None
 
 
-def _config(run_dir):
+def read_config(run_dir):
     path = Path(run_dir) / "config.json"
     cfg = _read(path, json.loads, path.read_text()) if path.exists() else {}
     if not isinstance(cfg, dict):
@@ -73,10 +64,10 @@ def _config(run_dir):
 
 
 def _events(run_dir, kind=None):
-    return _read(Path(run_dir) / "events.jsonl", helper_plot.read_events, run_dir, kind)
+    return _read(Path(run_dir) / "events.jsonl", read_events, run_dir, kind)
 
 
-def _grids(run_dir):
+def grids(run_dir):
     """(epoch, path) of every grids/epoch_NNN.png, in epoch order."""
     found = [(int(m[1]), p) for p in Path(run_dir, "grids").glob("epoch_*.png")
              if (m := re.fullmatch(r"epoch_(\d+)\.png", p.name))]
@@ -113,16 +104,16 @@ def write_progress_gif(run_dir, max_frames=40, max_side=400):
     """grids/epoch_NNN.png as run_dir/progress.gif (None when there are no grids)."""
     if max_frames < 2:
         raise ValueError("max_frames must be at least 2 (the first and the last epoch)")
-    grids = _grids(run_dir)
-    if not grids:
+    found = grids(run_dir)
+    if not found:
         return None
     # Evenly spaced picks; rounding the ends of linspace keeps the first and last grid.
-    picks = sorted({round(i) for i in np.linspace(0, len(grids) - 1, min(max_frames, len(grids)))})
-    with Image.open(grids[-1][1]) as im:
+    picks = sorted({round(i) for i in np.linspace(0, len(found) - 1, min(max_frames, len(found)))})
+    with Image.open(found[-1][1]) as im:
         w, h = im.size
     scale = min(1.0, max_side / max(w, h))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    frames = [_labelled(grids[i][1], grids[i][0], size) for i in picks]
+    frames = [_labelled(found[i][1], found[i][0], size) for i in picks]
     return save_gif(frames, Path(run_dir) / "progress.gif")
 
 
@@ -223,8 +214,8 @@ def _write_page(path, title, sections):
 
 def write_report(run_dir):
     """run_dir/report.html: one static page of the run, pointing at its plots and grids."""
-    run_dir = _check_run(run_dir)
-    cfg, events = _config(run_dir), _events(run_dir)
+    run_dir = check_run(run_dir)
+    cfg, events = read_config(run_dir), _events(run_dir)
     evals = [e for e in events if e.get("event") == "eval"]
     samples = (_images(run_dir, "real_vs_fake.png")      # else the two halves of it
                or _images(run_dir, "final_grid.png", "reals.png")
@@ -258,46 +249,6 @@ def run_labels(run_dirs, configs):
     return labels
 
 
-def _plot_curves(axes, keys, run_dirs, labels):
-    """Smoothed G and D losses (axes[0], axes[1]) and eval scores (axes[2:]), one colour a run."""
-    for i, (run, label) in enumerate(zip(run_dirs, labels)):
-        m = _read(run / "metrics.csv", helper_plot.read_metrics, run)
-        if m:   # a running mean over half an epoch, so runs of any length read alike
-            x, window = helper_plot.epoch_axis(m), max(1, int(m["batch"].max()) // 2)
-            for ax, key in zip(axes, ("g_loss", "d_loss")):
-                ax.plot(x, helper_plot.running_mean(m[key], window), color=f"C{i}", label=label)
-        for ax, key in zip(axes[2:], keys):
-            pts = [(e["epoch"], e[key]) for e in _events(run, "eval")
-                   if isinstance(e.get(key), float)]
-            if pts:
-                ax.plot(*zip(*pts), color=f"C{i}", marker="o", label=label)
-    for ax, title in zip(axes, ["G loss", "D loss", *keys]):
-        ax.set(xlabel="epoch", title=title)
-
-
-def _compare_figure(run_dirs, labels, path):
-    labels = [label.replace("$", r"\$") for label in labels]   # text, never mathtext
-    keys = sorted({k for r in run_dirs for e in _events(r, "eval")
-                   for k, v in e.items() if isinstance(v, float)})
-    width = max(9, 3.2 * max(2 + len(keys), len(run_dirs)))
-    fig = plt.figure(figsize=(width, 7.5), layout="constrained")
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1.1])
-    axes = top.subplots(1, 2 + len(keys), squeeze=False)[0]
-    _plot_curves(axes, keys, run_dirs, labels)
-    handles, names = axes[0].get_legend_handles_labels()
-    if handles:   # above the plots: long labels would squeeze an axes
-        top.legend(handles, names, loc="outside upper center", ncols=min(3, len(names)), fontsize=8)
-    for i, ax in enumerate(bottom.subplots(1, len(run_dirs), squeeze=False)[0]):
-        grids = _grids(run_dirs[i])
-        if grids:
-            ax.imshow(plt.imread(grids[-1][1]))
-        last = grids[-1][0] if grids else "-"
-        ax.set_title(textwrap.fill(f"{labels[i]} (epoch {last})", 40), fontsize=8, color=f"C{i}")
-        ax.axis("off")
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
-
-
 def _settings_html(run_dirs, configs, labels, out_dir):
     """The settings that differ (runs as columns), and links to the runs' own reports."""
     names = [r.resolve().name for r in run_dirs]
@@ -309,56 +260,9 @@ def _settings_html(run_dirs, configs, labels, out_dir):
             + (f"<p>Reports: {' &middot; '.join(links)}</p>" if links else ""))
 
 
-def compare(run_dirs, out_dir, labels=None):
-    """out_dir/compare.png (losses, evals and final grids of the runs overlaid) and
-    out_dir/compare.html (the figure and the settings that differ). Returns both paths."""
-    if not run_dirs:
-        raise ValueError("compare needs at least one run folder")
-    run_dirs = [_check_run(r) for r in run_dirs]
-    configs = [_config(r) for r in run_dirs]
-    labels = list(labels) if labels else run_labels(run_dirs, configs)
-    if len(labels) != len(run_dirs):
-        raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _compare_figure(run_dirs, labels, out_dir / "compare.png")
-    page = _write_page(out_dir / "compare.html", "GAN runs compared", [
-        ("Losses, scores and final samples", '<img src="compare.png" alt="compare.png">'),
+def compare_page(run_dirs, out_dir, labels, figure="compare.png"):
+    """out_dir/compare.html: the comparison figure and the settings that differ."""
+    configs = [read_config(r) for r in run_dirs]
+    return _write_page(Path(out_dir) / "compare.html", "GAN runs compared", [
+        ("Losses, scores and final samples", f'<img src="{_esc(figure)}" alt="{_esc(figure)}">'),
         ("Settings that differ", _settings_html(run_dirs, configs, labels, out_dir))])
-    return out_dir / "compare.png", page
-
-
-# ---------------------------------------------------------------- command line
-
-USAGE = "usage: python helper_report.py RUN_DIR | compare RUN_DIR [RUN_DIR...] [--out DIR]"
-
-
-def _split_out(args):
-    """compare's arguments -> (run folders, the --out value, '' when it is missing, or None)."""
-    if "--out" not in args:
-        return args, None
-    at = args.index("--out")
-    return args[:at] + args[at + 2:], (args[at + 1:at + 2] or [""])[0]
-
-
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    runs, out = _split_out(argv[1:]) if argv[:1] == ["compare"] else (argv, None)
-    if not runs or out == "" or (argv[:1] != ["compare"] and len(runs) != 1):
-        sys.exit(USAGE)
-    try:
-        if argv[:1] == ["compare"]:
-            # Default: beside the runs, e.g. runs/a runs/b -> runs/compare.
-            out = out or Path(os.path.commonpath([Path(r).resolve().parent for r in runs]),
-                              "compare")
-            print(*compare(runs, out), sep="\n")
-        else:
-            run = _check_run(runs[0])
-            _read(run, helper_plot.plot_run, run)   # the report shows these plots: redraw
-            print(*[p for p in (write_progress_gif(run), write_report(run)) if p], sep="\n")
-    except (OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
-
-
-if __name__ == "__main__":
-    main()

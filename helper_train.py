@@ -19,6 +19,7 @@ import copy
 import csv
 import json
 import pickle
+import platform
 import random
 import signal
 import sys
@@ -33,7 +34,7 @@ import helper_losses as losses
 import helper_plot
 from helper_augment import diff_augment
 from helper_data import Progress
-from helper_files import atomic_write, json_safe
+from helper_files import atomic_write, json_safe, read_events
 from models import build_models, sample
 
 
@@ -115,6 +116,9 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
     main, device, run_dir = rank == 0, state.device, Path(run_dir)
     autocast = autocast_for(cfg, device)
     log = MetricsLog(run_dir, keep_until=state.step) if main else None
+    if main:   # for the report: where and from which point this part of the run trained
+        log.event(event="start", step=state.step, epoch=state.epoch, resumed=state.step > 0,
+                  host=platform.node(), device=str(device), torch=torch.__version__)
     per_epoch = min(len(loader), cfg["max_batches"] or len(loader))
     budget, start, last_epoch_s = cfg["time_budget"] * 60, time.time(), 0.0
     progress = Progress((cfg["epochs"] - state.epoch) * per_epoch - state.batch, "step",
@@ -489,10 +493,9 @@ class MetricsLog:
             with atomic_write(self.csv_path) as tmp, open(tmp, "w", newline="") as f:
                 csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if int(r[0]) < step])
         if self.events_path.exists():
-            lines = self.events_path.read_text().splitlines()
+            kept = [e for e in read_events(self.run_dir) if e.get("step", 0) <= step]
             with atomic_write(self.events_path) as tmp:
-                tmp.write_text("".join(line + "\n" for line in lines
-                                       if json.loads(line).get("step", 0) <= step))
+                tmp.write_text("".join(json.dumps(e) + "\n" for e in kept))
 
     def rows(self, rows):
         self.writer.writerows(rows)
