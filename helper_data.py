@@ -1,36 +1,64 @@
-"""Data for the two GANs: MNIST and CelebA faces, as [-1, 1] float batches.
+"""Data for the GANs as [-1, 1] float batches: the MNIST family from IDX files
+(MNIST, Fashion-MNIST, KMNIST; 1 x 28 x 28) and RGB images (CelebA faces, any
+folder of images, CIFAR-10; 3 x size x size).
 
 Two input paths give the same batches for the same seed:
 - fast (default): the whole data set lives as one uint8 tensor on the training
-  device (MNIST straight from its IDX files, CelebA decoded once into a .npy
-  cache); each batch is an index into it plus a cheap uint8 -> float step.
-- per image (`--input-path images`): a Dataset that opens and converts every
-  image every epoch, as the lecture does; kept for custom folders and to
-  compare against.
+  device (IDX and CIFAR-10 files read straight into memory, image folders
+  decoded once into a .npy cache); each batch is an index into it plus a cheap
+  uint8 -> float step.
+- per image (`--input-path images`): a Dataset that converts every image on
+  every access, as the lecture does; kept for custom folders and to compare
+  against.
 Shuffling comes from a generator seeded with (seed, epoch), never from the
 global RNG, so the order is reproducible, resumable mid-epoch and shardable
 across distributed ranks.
+
+Every unusable input ends in a DataError whose one-line message says what is
+wrong and where to put which files. Reading never creates folders; only the
+opt-in download and the cache build write.
 """
+import gzip
 import hashlib
+import math
 import os
+import pickle
+import re
+import shutil
+import struct
 import sys
+import tempfile
 import time
 import warnings
+import zlib
 from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from torchvision import datasets as tv_datasets
+from torchvision import transforms
 
+# data set name (the --dataset value) -> torchvision's folder (and class) name
+IDX_SETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
+RGB_SETS = ("celeba", "folder", "cifar10")
+DATASETS = (*IDX_SETS, *RGB_SETS)
+CROPS = ("celeba", "center", "none")
+DEFAULT_CROP = {"celeba": "celeba", "folder": "center", "cifar10": "none"}
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-CACHE_VERSION = 1  # bump when the decode/crop/resize code changes, to invalidate caches
+CACHE_VERSION = 2  # bump when the decode/crop/resize code or the cache key changes
 CELEBA_HELP = (
     "get CelebA's aligned faces (img_align_celeba.zip) from the CelebA page "
     "(mmlab.ie.cuhk.edu.hk/projects/CelebA.html, Google Drive or Baidu), unzip it and pass "
     "--data-dir to a folder laid out as DIR/celeba/img_align_celeba/*.jpg "
     "(torchvision's layout, with list_eval_partition.txt beside img_align_celeba/ to use the "
     "train split), DIR/img_align_celeba/*.jpg, or DIR/*.jpg")
+CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR_HELP = (
+    f"get the 'CIFAR-10 python version' (cifar-10-python.tar.gz) from "
+    f"www.cs.toronto.edu/~kriz/cifar.html, unpack it and pass --data-dir to the folder that "
+    f"holds {CIFAR_FOLDER}/ (torchvision's layout)")
 
 
 class DataError(Exception):
@@ -66,68 +94,209 @@ def _hms(seconds):
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def _why(error):
+    """An exception as a short phrase for a one-line message: its first line,
+    and its last one too when it has several (where the cause usually is)."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    text = lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}"
+    return f"{type(error).__name__}: {text}"
+
+
+def _check_choice(kind, value, choices):
+    if value not in choices:
+        raise DataError(f"unknown {kind} {value!r}: choose one of {', '.join(choices)}")
+
+
+def _list_dir(folder):
+    """The entries of a folder, sorted; an unreadable folder is a DataError.
+    (os.path.isdir/isfile are used elsewhere: they answer False instead of raising.)"""
+    try:
+        return sorted(Path(folder).iterdir())
+    except OSError as e:
+        raise DataError(f"cannot list {folder} ({_why(e)}): make it readable (chmod a+rx) or "
+                        f"pass --data-dir to a readable copy") from None
+
+
 def to_float(batch_uint8):
     """uint8 N x C x H x W -> float in [-1, 1], with exactly the operations of
     torchvision's ToTensor + Normalize(0.5, 0.5), so both paths agree bit for bit."""
     return batch_uint8.float().div_(255).sub_(0.5).div_(0.5)
 
 
-# ---------------------------------------------------------------- MNIST
+class PerImage(torch.utils.data.Dataset):
+    """The lecture's per-image path over images already in memory (IDX sets,
+    CIFAR-10): each access makes a PIL image and runs ToTensor + Normalize.
+    images_uint8: N x C x H x W with C = 1 or 3; items are C x H x W in [-1, 1]."""
 
-def mnist_uint8(data_dir, download=True, train=True):
-    """MNIST images as a uint8 tensor N x 1 x 28 x 28 (labels are not needed).
-    Reads DIR/MNIST/raw/ as torchvision lays it out; downloads when absent."""
-    from torchvision.datasets import MNIST
-    root = Path(data_dir)
-    if root.name == "MNIST" and (root / "raw").is_dir():  # user pointed at the MNIST folder itself
-        root = root.parent
-    try:
-        ds = MNIST(root, train=train, download=False)
-    except RuntimeError:
-        if not download:
-            raise DataError(f"MNIST not found in {root / 'MNIST' / 'raw'}: {_mnist_help(root)}")
-        try:
-            ds = MNIST(root, train=train, download=True)
-        except Exception as e:  # no network, read-only folder, ...
-            raise DataError(f"MNIST not found in {root / 'MNIST' / 'raw'} and the download "
-                            f"failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
-                            f"{_mnist_help(root)}") from None
-    return ds.data.unsqueeze(1).contiguous()  # N x 1 x 28 x 28 uint8
-
-
-def _mnist_help(root):
-    return (f"put train-images-idx3-ubyte and train-labels-idx1-ubyte (and the t10k files) "
-            f"in {root / 'MNIST' / 'raw'}, or pass --data-dir to the folder that holds MNIST/")
-
-
-class MnistImages(torch.utils.data.Dataset):
-    """The lecture's per-image MNIST path: PIL image -> ToTensor -> Normalize."""
-
-    def __init__(self, data_dir, download=True):
-        from torchvision import transforms
-        self.images = mnist_uint8(data_dir, download)
+    def __init__(self, images_uint8):
+        self.images = images_uint8
+        c = images_uint8.shape[1]
         self.transform = transforms.Compose([transforms.ToTensor(),
-                                             transforms.Normalize((0.5,), (0.5,))])
+                                             transforms.Normalize((0.5,) * c, (0.5,) * c)])
 
     def __len__(self):
         return len(self.images)
 
     def __getitem__(self, i):
-        return self.transform(Image.fromarray(self.images[i, 0].numpy(), mode="L"))
+        img = self.images[i].permute(1, 2, 0).squeeze(2).numpy()  # H x W (grey) or H x W x 3
+        return self.transform(Image.fromarray(img))
 
 
-# ---------------------------------------------------------------- CelebA
+# ---------------------------------------------------------------- the MNIST family (IDX files)
+
+IDX_MAGIC = {3: 2051, 1: 2049}  # unsigned bytes (0x08) in 3 dims (images) or 1 dim (labels)
+
+
+def idx_raw_folder(data_dir, name="mnist"):
+    """The raw/ folder of an IDX set. data_dir may be the root holding
+    MNIST/raw/, the MNIST folder itself or its raw folder. The folder names
+    are checked on purpose: the three sets use the same file names, so a bare
+    folder of IDX files could be any of them. Returns the first candidate
+    that exists, else the one the files should go to."""
+    root, folder = Path(data_dir), IDX_SETS[name]
+    candidates = [root / folder / "raw"]
+    if root.name == folder:
+        candidates.append(root / "raw")
+    if root.name == "raw" and root.parent.name == folder:
+        candidates.append(root)
+    return next((c for c in candidates if os.path.isdir(c)), candidates[-1])
+
+
+def read_idx_set(data_dir, name="mnist", train=True, labels=False, download=False):
+    """An IDX data set as a uint8 tensor N x 1 x 28 x 28 (rows x cols as the
+    file says), or (images, int64 labels N) with labels=True. name: mnist,
+    fashion-mnist or kmnist; files as torchvision lays them out, plain or .gz.
+    The labels file is only required with labels=True, but when present its
+    count must match. download=True fetches missing files (see _download_idx)."""
+    _check_choice("IDX data set", name, IDX_SETS)
+    raw, split = idx_raw_folder(data_dir, name), "train" if train else "t10k"
+    image_file = _idx_file(raw, f"{split}-images-idx3-ubyte")
+    label_file = _idx_file(raw, f"{split}-labels-idx1-ubyte")
+    if image_file is None or (labels and label_file is None):
+        if not download:
+            raise DataError(f"{IDX_SETS[name]} {split} files not found: {_idx_help(raw, name, split)}")
+        _download_idx(raw, name, train)
+        return read_idx_set(data_dir, name, train, labels, download=False)
+    images = _read_idx(image_file, 3)
+    targets = _read_idx(label_file, 1) if label_file else None
+    if targets is not None and len(targets) != len(images):
+        raise DataError(f"{image_file} holds {len(images)} images but {label_file} holds "
+                        f"{len(targets)} labels: they come from different downloads; "
+                        f"download both again")
+    images = torch.from_numpy(images.copy()).unsqueeze(1)  # copy: the bytes are read-only
+    return (images, torch.from_numpy(targets.astype(np.int64))) if labels else images
+
+
+def _idx_file(raw, base):
+    """raw/base, else raw/base.gz, else None."""
+    for path in (raw / base, raw / f"{base}.gz"):
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _idx_help(raw, name, split):
+    folder = IDX_SETS[name]
+    return (f"put {split}-images-idx3-ubyte and {split}-labels-idx1-ubyte (or their .gz) in "
+            f"{raw}/ (torchvision's layout), or pass --data-dir to the folder that holds {folder}/")
+
+
+def _read_idx(path, ndim):
+    """One IDX file -> uint8 array N x rows x cols (ndim 3) or N (ndim 1),
+    checked against its header; anything else is a DataError naming the file."""
+    data = _file_bytes(path)
+    what, header = "images" if ndim == 3 else "labels", 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path} is truncated inside its header ({len(data)} bytes, the header "
+                        f"alone is {header}): download it again")
+    magic, *dims = struct.unpack(f">{1 + ndim}I", data[:header])
+    if magic != IDX_MAGIC[ndim]:
+        gz = "; it looks gzip-compressed: give it a .gz name" if data[:2] == b"\x1f\x8b" else ""
+        raise DataError(f"{path} is not an IDX {what} file (magic number {magic}, expected "
+                        f"{IDX_MAGIC[ndim]}{gz}): download it again")
+    count, says = math.prod(dims), f"{dims[0]} {what}" + (f" of {dims[1]}x{dims[2]}" if ndim == 3 else "")
+    if len(data) != header + count:
+        state = "is truncated" if len(data) < header + count else "is longer than its header says"
+        raise DataError(f"{path} {state}: header says {says} ({header + count} bytes), file "
+                        f"holds {len(data)} bytes; download it again")
+    if count == 0:
+        raise DataError(f"{path} holds no {what} (header says {says}): download it again")
+    return np.frombuffer(data, np.uint8, count, header).reshape(dims)
+
+
+def _file_bytes(path):
+    """A file's bytes, decompressed when its name ends in .gz."""
+    try:
+        if path.name.endswith(".gz"):
+            with gzip.open(path) as f:
+                return f.read()
+        return path.read_bytes()
+    except EOFError:
+        raise DataError(f"{path} is truncated (the gzip stream ends early): download it again") from None
+    except (gzip.BadGzipFile, zlib.error) as e:  # BadGzipFile is an OSError: caught first
+        raise DataError(f"{path} is not a valid gzip file ({_why(e)}): download it again") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path} ({_why(e)}): make it readable (chmod a+r) or pass "
+                        f"--data-dir to a readable copy") from None
+
+
+def _download_idx(raw, name, train):
+    """torchvision's downloader (mirrors, checksums, gunzip) into a fresh
+    temporary folder; on success only the decompressed files move to raw/.
+    The temporary folder always goes; a failure leaves nothing behind."""
+    folder, split = IDX_SETS[name], "train" if train else "t10k"
+    home = raw.parent.parent  # the folder that holds MNIST/ (a temp there makes the move a rename)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=home if os.path.isdir(home) else None))
+    except OSError as e:
+        raise DataError(f"{folder} not found and {home} is not writable for a download "
+                        f"({_why(e)}): {_idx_help(raw, name, split)}") from None
+    try:
+        try:
+            getattr(tv_datasets, folder)(tmp, train=train, download=True)
+        except Exception as e:  # no network, a checksum mismatch, ...: torchvision raises many types
+            raise DataError(f"{folder} not found in {raw} and the download failed ({_why(e)}): "
+                            f"{_idx_help(raw, name, split)}") from None
+        got = sorted((tmp / folder / "raw").glob("*-ubyte"))  # the .gz copies stay behind
+        raw.mkdir(parents=True, exist_ok=True)
+        for src in got:
+            if _idx_file(raw, src.name) is None:  # never replace the user's own files
+                shutil.move(src, raw / src.name)
+    except OSError as e:
+        raise DataError(f"{folder} was downloaded but cannot be moved into {raw} ({_why(e)}): "
+                        f"{_idx_help(raw, name, split)}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def mnist_uint8(data_dir, download=True, train=True):
+    """MNIST images as uint8 N x 1 x 28 x 28 (kept for older callers)."""
+    return read_idx_set(data_dir, "mnist", train=train, download=download)
+
+
+class MnistImages(PerImage):
+    """The lecture's per-image MNIST path (kept for older callers)."""
+
+    def __init__(self, data_dir, download=True):
+        super().__init__(read_idx_set(data_dir, "mnist", download=download))
+
+
+# ---------------------------------------------------------------- image files: CelebA and folders
 
 def find_celeba(data_dir):
     """Image files of CelebA (or any folder of faces), sorted. Accepts
     DIR/celeba/img_align_celeba/, DIR/img_align_celeba/ or DIR itself; with
     list_eval_partition.txt beside the image folder only the train split is used."""
     root = Path(data_dir)
-    if not root.is_dir():
+    if not os.path.isdir(root):
         raise DataError(f"data folder {root} does not exist: {CELEBA_HELP}")
     for folder in (root / "celeba" / "img_align_celeba", root / "img_align_celeba", root):
-        if folder.is_dir():
-            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        if os.path.isdir(folder):
+            files = [p for p in _list_dir(folder) if p.suffix.lower() in IMAGE_EXTS]
             if files:
                 return _train_split(files, folder.parent / "list_eval_partition.txt")
     zips = list(root.glob("**/img_align_celeba.zip"))
@@ -138,9 +307,13 @@ def find_celeba(data_dir):
 
 def _train_split(files, partition_file):
     """CelebA's official partition: 0 = train, 1 = valid, 2 = test (the lecture trains on train)."""
-    if not partition_file.is_file():
+    if not os.path.isfile(partition_file):
         return files
-    train = {line.split()[0] for line in partition_file.read_text().splitlines()
+    try:
+        lines = partition_file.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {partition_file} ({_why(e)}): delete or fix it") from None
+    train = {line.split()[0] for line in lines
              if len(line.split()) == 2 and line.split()[1] == "0"}
     kept = [f for f in files if f.name in train]
     if not kept:
@@ -149,40 +322,172 @@ def _train_split(files, partition_file):
     return kept
 
 
-def crop_box(width, height):
-    """Center square crop: 160 of CelebA's 178 x 218, scaled with the width
-    (80 x 80 for the 89 x 109 half-size copy), never larger than the image.
-    Same rounding as torchvision's CenterCrop."""
-    c = min(round(width * 160 / 178), width, height)
+def find_images(data_dir):
+    """Every image file under data_dir at any depth, sorted: a flat folder or
+    ImageFolder-style class subfolders (the classes are not used). Hidden
+    files and folders are skipped, the .gan_cache folder among them."""
+    root = Path(data_dir)
+    if not os.path.isdir(root):
+        raise DataError(f"data folder {root} does not exist: put your images in it, "
+                        f"directly or in subfolders (DIR/class_a/*.jpg)")
+    files = sorted(_walk_images(root, set()))
+    if not files:
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) found in {root} or its "
+                        f"subfolders: put your images there or pass --data-dir to their folder")
+    return files
+
+
+def _walk_images(folder, seen):
+    real = os.path.realpath(folder)
+    if real in seen:  # a symlink loop
+        return
+    seen.add(real)
+    for path in _list_dir(folder):
+        if path.name.startswith("."):
+            continue
+        if os.path.isdir(path):
+            yield from _walk_images(path, seen)
+        elif path.suffix.lower() in IMAGE_EXTS:
+            yield path
+
+
+# ---------------------------------------------------------------- crop and resize
+
+def crop_box(width, height, crop="celeba"):
+    """(left, top, right, bottom) of the crop, with torchvision CenterCrop's rounding.
+    celeba: a centred square 160/178 of the width (160 of CelebA's 178 x 218,
+    80 of the 89 x 109 half-size copy), never larger than the image;
+    center: the largest centred square; none: the whole image."""
+    if crop == "none":
+        return 0, 0, width, height
+    c = min(width, height) if crop == "center" else min(round(width * 160 / 178), width, height)
     top, left = int(round((height - c) / 2.0)), int(round((width - c) / 2.0))
     return left, top, left + c, top + c
 
 
-def load_face(path, size=64):
-    """One image -> uint8 array size x size x 3 (crop, then bilinear resize as
-    torchvision's Resize does on PIL images). Raises DataError naming the file."""
+def crop_resize(img, size=64, crop="celeba"):
+    """PIL image -> uint8 array size x size x 3: RGB, crop_box, then a bilinear
+    resize as torchvision's Resize does on PIL images (with crop none the
+    aspect ratio is not kept)."""
+    img = img.convert("RGB")
+    img = img.crop(crop_box(*img.size, crop)).resize((size, size), Image.BILINEAR)
+    return np.array(img, dtype=np.uint8)  # a writable copy
+
+
+def load_face(path, size=64, crop="celeba"):
+    """One image file -> uint8 array size x size x 3 (crop_resize). Raises DataError naming the file."""
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
-            img = img.crop(crop_box(*img.size)).resize((size, size), Image.BILINEAR)
-            return np.array(img, dtype=np.uint8)  # a writable copy
+            return crop_resize(img, size, crop)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {path}: {e}") from None
 
 
-class FaceImages(torch.utils.data.Dataset):
-    """The per-image path: decode, crop, resize and normalize each image on every access."""
+def resize_images(images, size, crop="none"):
+    """uint8 N x 3 x H x W -> N x 3 x size x size through crop_resize; the
+    input itself when there is nothing to do."""
+    h, w = images.shape[2:]
+    if crop_box(w, h, crop) == (0, 0, w, h) and (h, w) == (size, size):
+        return images
+    out = np.stack([crop_resize(Image.fromarray(img.permute(1, 2, 0).numpy()), size, crop)
+                    for img in images])
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
-    def __init__(self, files, size=64):
-        self.files, self.size = list(files), size
+
+class FaceImages(torch.utils.data.Dataset):
+    """The per-image path for image files: decode, crop, resize and normalize
+    each image on every access; items are 3 x size x size in [-1, 1].
+    An unreadable file is skipped as the cache path skips it: a warning (once
+    per file and process) and the next readable file takes its place, so an
+    epoch keeps its length. On clean data nothing changes."""
+
+    def __init__(self, files, size=64, crop="celeba"):
+        self.files, self.size, self.crop = list(files), size, crop
+        self.bad = set()
 
     def __len__(self):
         return len(self.files)
 
     def __getitem__(self, i):
-        arr = load_face(self.files[i], self.size)
-        return to_float(torch.from_numpy(arr).permute(2, 0, 1))  # 3 x size x size in [-1, 1]
+        n, i = len(self.files), int(i)  # the sampler hands out 0-dim tensors, which hash by identity
+        for j in ((i + k) % n for k in range(n)):
+            if j in self.bad:
+                continue
+            try:
+                arr = load_face(self.files[j], self.size, self.crop)
+            except DataError as e:
+                self.bad.add(j)
+                warnings.warn(f"skipping {e}", stacklevel=2)
+                continue
+            return to_float(torch.from_numpy(arr).permute(2, 0, 1))
+        raise DataError(f"none of the {n} images in {self.files[0].parent} could be read "
+                        f"(see the warnings above)")
 
+
+# ---------------------------------------------------------------- CIFAR-10 (python pickles)
+
+def read_cifar10(data_dir, size=32, crop="none", train=True):
+    """CIFAR-10 as uint8 N x 3 x size x size (50,000 train or 10,000 test
+    images, 32 x 32 resized through crop_resize when size differs). Reads
+    torchvision's layout, DIR/cifar-10-batches-py/data_batch_1..5 (test_batch),
+    or that folder itself."""
+    root = Path(data_dir)
+    folder = root if os.path.isfile(root / "data_batch_1") else root / CIFAR_FOLDER
+    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    missing = [n for n in names if not os.path.isfile(folder / n)]
+    if missing:
+        tars = list(root.glob("cifar-10-python.tar.gz")) if os.path.isdir(root) else []
+        hint = f"found {tars[0]}: unpack it first (tar xzf); " if tars else ""
+        raise DataError(f"CIFAR-10 file {missing[0]} not found in {folder}/ ({len(missing)} of "
+                        f"{len(names)} missing): {hint}{CIFAR_HELP}")
+    data = np.concatenate([_cifar_batch(folder / n) for n in names])
+    return resize_images(torch.from_numpy(data.reshape(-1, 3, 32, 32)), size, crop)
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+# What a CIFAR-10 batch needs to rebuild its numpy arrays, and nothing else:
+# unpickling may call any function a file names, so every other name is refused.
+_ARRAY_REBUILD = np.zeros(0).__reduce__()[0]  # numpy's _reconstruct, wherever this numpy keeps it
+_SAFE_GLOBALS = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                 ("numpy.core.multiarray", "_reconstruct"): _ARRAY_REBUILD,   # numpy 1 (the official files)
+                 ("numpy._core.multiarray", "_reconstruct"): _ARRAY_REBUILD}  # numpy 2
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return _SAFE_GLOBALS[module, name]
+        except KeyError:
+            raise _Refused(f"{module}.{name}") from None
+
+
+def _cifar_batch(path):
+    """One batch file -> uint8 N x 3072 (b"data"; b"labels" is only checked for its count)."""
+    try:
+        with open(path, "rb") as f:
+            batch = _ArrayUnpickler(f, encoding="bytes").load()
+    except _Refused as e:
+        raise DataError(f"{path} asks to load {e}, which a CIFAR-10 batch never does: refused, as "
+                        f"loading it could run code; use only the official files") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path} ({_why(e)}): make it readable (chmod a+r)") from None
+    except Exception as e:  # a damaged pickle fails in many ways
+        raise DataError(f"{path} is damaged ({_why(e)}): {CIFAR_HELP}") from None
+    data = batch.get(b"data") if isinstance(batch, dict) else None
+    labels = batch.get(b"labels") if isinstance(batch, dict) else None
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+            and data.shape[1] == 3072 and len(data) > 0 and isinstance(labels, (list, np.ndarray))):
+        raise DataError(f"{path} is not a CIFAR-10 batch (expected a dict with b'data', "
+                        f"N x 3072 uint8, and b'labels'): {CIFAR_HELP}")
+    if len(labels) != len(data):
+        raise DataError(f"{path} holds {len(data)} images but {len(labels)} labels: {CIFAR_HELP}")
+    return data
+
+
+# ---------------------------------------------------------------- the decode cache
 
 def default_cache_dir(folder):
     """FOLDER/.gan_cache when FOLDER is writable, else the user's cache folder.
@@ -194,10 +499,11 @@ def default_cache_dir(folder):
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gan-lecture"
 
 
-def cache_path(files, size, cache_dir):
+def cache_path(files, size, cache_dir, crop="celeba", dataset="celeba"):
     """Cache file named by a hash of what it depends on: the files (name, size,
-    mtime), the output size and the code version. Any change means a rebuild."""
-    h = hashlib.sha1(f"v{CACHE_VERSION} size={size} crop=160/178".encode())
+    mtime), the data set, the crop, the output size and the code version. Any
+    change means a rebuild."""
+    h = hashlib.sha1(f"v{CACHE_VERSION} size={size} crop={crop} dataset={dataset}".encode())
     for f in files:
         st = f.stat()
         h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -205,49 +511,100 @@ def cache_path(files, size, cache_dir):
 
 
 def _load_or_none(args):
-    path, size = args
+    path, size, crop = args
     try:
-        return load_face(path, size)
+        return load_face(path, size, crop)
     except DataError as e:
         return str(e)
 
 
-def faces_uint8(files, size=64, cache_dir=None, workers=2, quiet=False):
-    """All faces as a uint8 tensor N x 3 x size x size, decoded once into a
+def faces_uint8(files, size=64, cache_dir=None, workers=2, quiet=False, crop="celeba",
+                dataset="celeba"):
+    """All images as a uint8 tensor N x 3 x size x size, decoded once into a
     .npy cache and read back on later runs. Unreadable files are skipped with
-    a warning. The cache is written to a temporary file, then renamed."""
+    a warning; a damaged cache file is rebuilt. The cache is written to a
+    temporary file, then renamed."""
     folder = files[0].parent   # beside img_align_celeba/, or inside a plain folder of images
     root = folder.parent if folder.name == "img_align_celeba" else folder
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(root)
-    path = cache_path(files, size, cache_dir)
-    if not path.exists():
-        _build_cache(files, size, path, workers, quiet)
+    path = cache_path(files, size, cache_dir, crop, dataset)
+    images = _read_cache(path, len(files), size)
+    if images is None:
+        _build_cache(files, size, path, workers, quiet, crop)
+        images = _read_cache(path, len(files), size)
+    if images is None:
+        raise DataError(f"cache file {path} is unreadable right after building it: "
+                        f"pass --cache-dir to another folder")
+    return images
+
+
+def _read_cache(path, n_files, size):
+    """The cached images, or None when there is no cache file or it is damaged
+    or of the wrong shape (a killed copy, a disk error): then it is rebuilt."""
+    if not os.path.isfile(path):
+        return None
     try:
-        return torch.from_numpy(np.load(path))
-    except (OSError, ValueError) as e:
-        raise DataError(f"cache file {path} is unreadable ({e}): delete it to rebuild") from None
+        images = np.load(path)  # allow_pickle=False: a .npy holding objects fails here
+    except (OSError, ValueError, EOFError) as e:
+        problem = f"unreadable ({_why(e)})"
+    else:
+        if (images.dtype == np.uint8 and images.shape[1:] == (3, size, size)
+                and 0 < len(images) <= n_files):
+            return torch.from_numpy(images)
+        problem = f"of the wrong shape ({images.dtype} {tuple(images.shape)})"
+    warnings.warn(f"cache file {path} is {problem}: rebuilding it", stacklevel=3)
+    return None
 
 
-def _build_cache(files, size, path, workers, quiet):
+def _build_cache(files, size, path, workers, quiet, crop="celeba"):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise DataError(f"cannot create cache folder {path.parent} ({e}): pass --cache-dir "
+        raise DataError(f"cannot create cache folder {path.parent} ({_why(e)}): pass --cache-dir "
                         f"to a writable folder") from None
+    _remove_stale_temps(path.parent)
     tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
     try:
-        _decode_into(files, size, tmp, workers, quiet, path.name)
+        _decode_into(files, size, tmp, workers, quiet, path.name, crop)
         os.replace(tmp, path)
+    except OSError as e:  # a read-only --cache-dir, a full disk, ...
+        raise DataError(f"cannot write the cache file {path} ({_why(e)}): pass --cache-dir to a "
+                        f"writable folder") from None
     finally:   # an error or Ctrl-C leaves no half-written file behind
         tmp.unlink(missing_ok=True)
 
 
-def _decode_into(files, size, tmp, workers, quiet, name):
+def _remove_stale_temps(folder):
+    """Delete faces_*.tmpPID.npy files left by builds that were killed: their
+    PID no longer runs. PIDs are those of this machine, so two machines should
+    not build into one shared cache folder at the same moment."""
+    for tmp in folder.glob("faces_*.tmp*.npy"):
+        match = re.fullmatch(r"faces_.+\.tmp(\d+)\.npy", tmp.name)
+        if match and not _pid_running(int(match.group(1))):
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:  # a read-only folder: the build itself will say so
+                pass
+
+
+def _pid_running(pid):
+    if os.name != "posix":  # elsewhere os.kill(pid, 0) would stop the process: assume it runs
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process, or no valid PID: leave it
+        return True
+    return True
+
+
+def _decode_into(files, size, tmp, workers, quiet, name, crop="celeba"):
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                     shape=(len(files), 3, size, size))
-    progress = Progress(len(files), f"caching faces into {name}:", stream=sys.stderr)
+    progress = Progress(len(files), f"caching images into {name}:", stream=sys.stderr)
     kept, bad = 0, []
-    jobs = ((f, size) for f in files)
+    jobs = ((f, size, crop) for f in files)
     with Pool(max(1, workers)) if workers > 0 else _Serial() as pool:
         for i, arr in enumerate(pool.imap(_load_or_none, jobs, chunksize=64)):
             if isinstance(arr, str):
@@ -345,17 +702,65 @@ class DatasetLoader:
 
 
 def make_loader(dataset, cfg, device, rank=0, world=1):
-    """The loader a script trains on. dataset: 'mnist' or 'celeba'; cfg has
-    data_dir, batch_size (per rank), seed, input_path, num_workers, image_size, cache_dir."""
-    common = dict(batch_size=cfg["batch_size"], device=device, seed=cfg["seed"], rank=rank, world=world)
+    """The loader a script trains on. The data set is cfg["dataset"] (one of
+    DATASETS), else the `dataset` argument. cfg keys: data_dir, batch_size (per
+    rank), seed, input_path (tensor | images), num_workers; IDX sets: download
+    (default True: fetch missing files); RGB sets: image_size, crop (default
+    DEFAULT_CROP[dataset]), cache_dir (celeba, folder)."""
+    name = cfg.get("dataset") or dataset
+    _check_choice("dataset", name, DATASETS)
+    crop = cfg.get("crop") or DEFAULT_CROP.get(name)
+    if crop is not None:
+        _check_choice("crop", crop, CROPS)
     fast = cfg.get("input_path", "tensor") == "tensor"
-    if dataset == "mnist":
-        if fast:
-            return TensorLoader(mnist_uint8(cfg["data_dir"]), **common)
-        return DatasetLoader(MnistImages(cfg["data_dir"]), num_workers=cfg["num_workers"], **common)
-    files = find_celeba(cfg["data_dir"])
+    source, side = _source(name, cfg, crop, fast, quiet=rank != 0)
+    if rank == 0:
+        _warn_if_small(len(source), cfg["batch_size"] * world, side, cfg.get("image_size"))
+    common = dict(batch_size=cfg["batch_size"], device=device, seed=cfg["seed"], rank=rank, world=world)
     if fast:
-        images = faces_uint8(files, cfg["image_size"], cfg.get("cache_dir"),
-                             workers=max(1, cfg["num_workers"]), quiet=rank != 0)
-        return TensorLoader(images, **common)
-    return DatasetLoader(FaceImages(files, cfg["image_size"]), num_workers=cfg["num_workers"], **common)
+        return TensorLoader(source, **common)
+    return DatasetLoader(source, num_workers=cfg["num_workers"], **common)
+
+
+def _source(name, cfg, crop, fast, quiet):
+    """(uint8 images N x C x H x W, or a per-image Dataset; the side of the
+    cropped source images, None for the IDX sets, which are never resized)."""
+    if name in IDX_SETS:
+        images = read_idx_set(cfg["data_dir"], name, download=cfg.get("download", True))
+        return (images if fast else PerImage(images)), None
+    size = cfg["image_size"]
+    if name == "cifar10":
+        images = read_cifar10(cfg["data_dir"], size, crop)
+        return (images if fast else PerImage(images)), _side(32, 32, crop)
+    files = find_celeba(cfg["data_dir"]) if name == "celeba" else find_images(cfg["data_dir"])
+    side = _first_image_side(files, crop)
+    if not fast:
+        return FaceImages(files, size, crop), side
+    cache_dir = cfg.get("cache_dir") or (default_cache_dir(cfg["data_dir"]) if name == "folder" else None)
+    return faces_uint8(files, size, cache_dir, workers=max(1, cfg["num_workers"]), quiet=quiet,
+                       crop=crop, dataset=name), side
+
+
+def _side(width, height, crop):
+    left, top, right, bottom = crop_box(width, height, crop)
+    return min(right - left, bottom - top)
+
+
+def _first_image_side(files, crop):
+    """The cropped side of the first image, from its header alone (None if unreadable)."""
+    try:
+        with Image.open(files[0]) as img:
+            return _side(*img.size, crop)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def _warn_if_small(n, batch_size, side, size):
+    """Tiny data trains, but rarely on purpose: say so once."""
+    if n < batch_size:
+        warnings.warn(f"only {n} images, fewer than one batch of {batch_size}: every epoch is "
+                      f"one smaller batch", stacklevel=3)
+    if side is not None and size and side * 2 < size:
+        warnings.warn(f"the images are about {side}x{side} pixels after cropping, much smaller "
+                      f"than the {size}x{size} output: they are upscaled and will look blurry",
+                      stacklevel=3)

@@ -210,3 +210,61 @@ def mnist_reference(mnist_root, tmp_path_factory):
     code, _, _ = run_main(train_mnist_gan.main, mnist_argv(mnist_root, out, epochs=3))
     assert code == 0
     return out
+
+
+# ---------------------------------------------------------------- more data sets: the MNIST family, CIFAR-10
+
+def make_idx_set(root, folder="MNIST", n_train=40, n_test=8, seed=0, gz=False):
+    """root/FOLDER/raw/ with the four IDX files (FOLDER: MNIST, FashionMNIST or
+    KMNIST), gzip-compressed (name.gz only) with gz=True.
+    Returns the train images (N x 28 x 28 uint8) and labels (N uint8)."""
+    import gzip
+    rng = np.random.default_rng(seed)
+    raw = Path(root) / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+              "train-labels-idx1-ubyte": rng.integers(0, 10, n_train, dtype=np.uint8),
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+              "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test, dtype=np.uint8)}
+    for name, array in arrays.items():
+        write_idx(raw / name, array)
+        if gz:
+            (raw / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes()))
+            (raw / name).unlink()
+    return arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"]
+
+
+def _py2_str(b):
+    """A Python 2 str in a pickle: SHORT_BINSTRING or BINSTRING."""
+    return b"U" + bytes([len(b)]) + b if len(b) < 256 else b"T" + struct.pack("<i", len(b)) + b
+
+
+def py2_batch_pickle(data, labels):
+    """A CIFAR-10 batch as the official files hold it: a protocol 2 pickle
+    written by Python 2 (str keys, numpy.core.multiarray._reconstruct), here
+    assembled opcode by opcode. data: N x 3072 uint8; labels: N ints < 256."""
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    array = (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + _py2_str(b"b")
+             + b"\x87R(K\x01J" + struct.pack("<i", data.shape[0]) + b"M\x00\x0c\x86"
+             + b"cnumpy\ndtype\n" + _py2_str(b"u1") + b"K\x00K\x01\x87R"
+             + b"(K\x03" + _py2_str(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+             + b"\x89" + _py2_str(data.tobytes()) + b"tb")
+    label_list = b"](" + b"".join(b"K" + bytes([int(v)]) for v in labels) + b"e"
+    return (b"\x80\x02}(" + _py2_str(b"batch_label") + _py2_str(b"training batch")
+            + _py2_str(b"data") + array + _py2_str(b"labels") + label_list + b"u.")
+
+
+def make_cifar10(root, n=3, seed=0):
+    """root/cifar-10-batches-py/ with data_batch_1..5 (n images each) and
+    test_batch (n images), in the official files' format. Returns the train
+    images as a 5n x 3 x 32 x 32 uint8 array."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    train = []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        (folder / name).write_bytes(py2_batch_pickle(data, rng.integers(0, 10, n)))
+        if name != "test_batch":
+            train.append(data)
+    return np.concatenate(train).reshape(-1, 3, 32, 32)
