@@ -117,8 +117,8 @@ def main(argv=None):
         p.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS[args.dataset])}")
     run_dirs = {v: [Path(args.out) / v / f"seed{s}" if args.skip_training else train(args.dataset, v, s, args)
                     for s in args.seeds] for v in variants}
-    ref = Reference({"dataset": args.dataset, "data_dir": args.data_dir, "image_size": 64,
-                     "cache_dir": None}, min(args.num, 5000))
+    _, first = load_generator(next(iter(run_dirs.values()))[0])   # the data as the runs saw it
+    ref = Reference({**first, "data_dir": args.data_dir}, min(args.num, 5000))
     results = {v: [score(d, ref, args.num) for d in dirs] for v, dirs in run_dirs.items()}
     keys = KEYS[args.dataset]
     rows = summarize(results, keys)

@@ -49,7 +49,7 @@ def main(argv=None):
     try:
         gen, cfg = load_generator(args.run, pick_device(args.device))
         cfg = {**cfg, "data_dir": args.data_dir or cfg["data_dir"]}
-        num = args.num or {"mnist": 10000, "celeba": 2000}[cfg["dataset"]]
+        num = args.num or {"idx": 10000, "rgb": 2000}[helper_eval.kind_of(cfg)]
         ref = Reference(cfg, num, args.seed)
         result = {"samples": ref.scores(samples_of(gen, cfg["latent_dim"], num, args.seed), args.seed),
                   "real_floor": ref.floor(), "num": num, "run": args.run}
@@ -57,7 +57,7 @@ def main(argv=None):
             result["inception_fid"], note = inception_fid(samples_of(gen, cfg["latent_dim"], num), ref.real)
             if note:
                 print(note)
-    except (DataError, RunError, helper_eval.EvalError) as e:
+    except (DataError, RunError) as e:
         sys.exit(f"error: {e}")
     print_table(result)
     if args.json:

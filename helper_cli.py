@@ -49,7 +49,7 @@ def flag_adder(parser, defaults):
     exactly what parse_args returns), and --help shows the lecture preset's value."""
     def add(name, help="", **kw):
         default = defaults.get(name[2:].replace("-", "_"))
-        if default is not None and kw.get("action") != "store_true":
+        if default not in (None, "") and kw.get("action") != "store_true":
             shown = ",".join(map(str, default)) if isinstance(default, list) else default
             help = f"{help} (default: {shown})".strip()
         parser.add_argument(name, help=help, default=argparse.SUPPRESS, **kw)
@@ -116,16 +116,21 @@ def add_common_args(parser, defaults):
       help="warn when training looks unhealthy (D dominance, collapse, ...)")
 
 
-def parse_config(parser, presets, argv=None):
+def parse_config(parser, presets, argv=None, implied=None):
     """The chosen preset with the typed flags on top. Returns (config, set of
-    the flags typed on the command line). Exits 2 with one line on bad input."""
+    the flags typed on the command line). Exits 2 with one line on bad input.
+    implied: {flag: {value: {key: default}}}, defaults that a typed flag brings
+    along (a typed --loss brings the settings that loss is usually trained
+    with); typed flags still win."""
     typed = vars(parser.parse_args(argv))
     preset = typed.get("preset", "lecture")
     if preset not in presets:
         parser.error(f"--preset must be one of {', '.join(presets)}, not {preset!r}")
-    # A typed --loss brings the settings that loss is usually trained with; typed flags win.
-    loss_defaults = LOSS_DEFAULTS[typed["loss"]] if "loss" in typed else {}
-    cfg = {**presets[preset], **loss_defaults, **typed, "preset": preset}
+    cfg = dict(presets[preset])
+    for flag, defaults in {"loss": LOSS_DEFAULTS, **(implied or {})}.items():
+        if flag in typed:
+            cfg.update(defaults.get(typed[flag], {}))
+    cfg.update(typed, preset=preset)
     try:
         check_config(cfg)
     except RunError as e:

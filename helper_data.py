@@ -722,6 +722,16 @@ def make_loader(dataset, cfg, device, rank=0, world=1):
     return DatasetLoader(source, num_workers=cfg["num_workers"], **common)
 
 
+def dataset_images(cfg, train=True):
+    """All images of cfg's data set as uint8 N x C x H x W, as training sees them
+    (same crop, size and cache); `train=False`: the IDX sets' test split."""
+    name = cfg["dataset"]
+    if name in IDX_SETS:
+        return read_idx_set(cfg["data_dir"], name, train=train)
+    crop = cfg.get("crop") or DEFAULT_CROP[name]
+    return _source(name, {**cfg, "num_workers": cfg.get("num_workers", 2)}, crop, True, quiet=False)[0]
+
+
 def _source(name, cfg, crop, fast, quiet):
     """(uint8 images N x C x H x W, or a per-image Dataset; the side of the
     cropped source images, None for the IDX sets, which are never resized)."""

@@ -29,16 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 # one rule for every cache: beside the data or ~/.cache
-from helper_data import DataError, default_cache_dir, faces_uint8, find_celeba, mnist_uint8, to_float
+from helper_data import IDX_SETS, DataError, dataset_images, default_cache_dir, read_idx_set, to_float
 from helper_files import atomic_write
 from models import samples_of
 
 CLASSIFIER_VERSION = 1  # bump when the network or its training changes, to invalidate caches
 BATCH = 1000  # images per forward pass when scoring: bounded memory, few Python round trips
-
-
-class EvalError(Exception):
-    """Missing input for a metric; the one-line message says how to fix it."""
 
 
 # ---------------------------------------------------------------- MNIST classifier
@@ -70,19 +66,10 @@ class MnistClassifier(nn.Module):
         return self.head(self.body(x))
 
 
-def _mnist(data_dir, train):
-    """(images N x 1 x 28 x 28 in [-1, 1], labels N) from DIR/MNIST/raw, torchvision's layout."""
-    from torchvision.datasets import MNIST
-    root = Path(data_dir)
-    if root.name == "MNIST" and (root / "raw").is_dir():  # pointed at the MNIST folder itself
-        root = root.parent
-    try:
-        ds = MNIST(root, train=train, download=False)
-    except RuntimeError:  # torchvision's "Dataset not found"
-        raise EvalError(f"MNIST not found in {root / 'MNIST' / 'raw'}: pass --data-dir to the "
-                        f"folder that holds MNIST/raw/ (torchvision layout)") from None
-    x = ds.data.unsqueeze(1).float().div(255).sub(0.5).div(0.5)  # exactly ToTensor + Normalize(0.5, 0.5)
-    return x, ds.targets.clone()
+def _idx_labelled(data_dir, train, name="mnist"):
+    """(images N x 1 x 28 x 28 in [-1, 1], labels N) of an IDX set (MNIST, Fashion-MNIST, KMNIST)."""
+    x, y = read_idx_set(data_dir, name, train=train, labels=True)
+    return to_float(x), y
 
 
 @torch.no_grad()
@@ -106,13 +93,13 @@ def _random_shift(x, gen, pixels):
 
 
 def train_mnist_classifier(data_dir, epochs=3, seed=0, device="cpu", log=print,
-                           batch_size=128, lr=2e-3, shift=2, max_batches=None):
+                           batch_size=128, lr=2e-3, shift=2, max_batches=None, name="mnist"):
     """Train a MnistClassifier on the 60,000 training images; returns (model in
     eval mode, accuracy on the 10,000 test images). Deterministic given the seed
     (the global RNG is used inside fork_rng and left as it was). Light augmentation:
     random shifts of up to `shift` pixels. `max_batches` stops early (for tests)."""
-    x, y = _mnist(data_dir, train=True)
-    x_test, y_test = _mnist(data_dir, train=False)
+    x, y = _idx_labelled(data_dir, True, name)
+    x_test, y_test = _idx_labelled(data_dir, False, name)
     dev = torch.device(device)
     # init and dropout draw from the global RNG: fork it, so the caller's stream is left as it was
     with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
@@ -147,10 +134,11 @@ def train_mnist_classifier(data_dir, epochs=3, seed=0, device="cpu", log=print,
     return model.eval(), acc
 
 
-def load_mnist_classifier(data_dir, cache_dir=None, device="cpu", log=print):
-    """The classifier from `cache_dir` (default: `default_cache_dir(data_dir)`);
-    trained and cached first when absent. Returned in eval mode."""
-    path = Path(cache_dir or default_cache_dir(data_dir)) / f"mnist_classifier_v{CLASSIFIER_VERSION}.pt"
+def load_mnist_classifier(data_dir, cache_dir=None, device="cpu", log=print, name="mnist"):
+    """The classifier of the IDX set `name` from `cache_dir` (default:
+    `default_cache_dir(data_dir)`); trained and cached first when absent.
+    Returned in eval mode."""
+    path = Path(cache_dir or default_cache_dir(data_dir)) / f"{name}_classifier_v{CLASSIFIER_VERSION}.pt"
     if path.is_file():
         # init draws from the global RNG: fork it to leave the caller's stream as it was
         with torch.random.fork_rng(devices=[]):
@@ -158,16 +146,16 @@ def load_mnist_classifier(data_dir, cache_dir=None, device="cpu", log=print):
         try:
             ckpt = torch.load(path, map_location=device, weights_only=True)
             model.load_state_dict(ckpt["state_dict"])
-            log(f"loaded MNIST classifier (test accuracy {ckpt['test_accuracy']:.4f}) from {path}")
+            log(f"loaded {name} classifier (test accuracy {ckpt['test_accuracy']:.4f}) from {path}")
             return model.eval()
         except (RuntimeError, KeyError, EOFError, OSError, ValueError, pickle.UnpicklingError) as e:
             log(f"cannot read {path} ({type(e).__name__}), training again")  # truncated or stale file
-    log(f"no cached MNIST classifier in {path.parent}: training one (a few CPU minutes, once)")
-    model, acc = train_mnist_classifier(data_dir, device=device, log=log)
+    log(f"no cached {name} classifier in {path.parent}: training one (a few CPU minutes, once)")
+    model, acc = train_mnist_classifier(data_dir, device=device, log=log, name=name)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(path) as tmp:   # a killed run or a parallel reader never sees half a file
         torch.save({"state_dict": model.state_dict(), "test_accuracy": acc}, tmp)
-    log(f"saved MNIST classifier (test accuracy {acc:.4f}) to {path}")
+    log(f"saved {name} classifier (test accuracy {acc:.4f}) to {path}")
     return model.eval()
 
 
@@ -387,7 +375,12 @@ def rgb_scores(images, real_images, seed=0, pairs=1000):
 
 # ---------------------------------------------------------------- what a run is compared with
 
-EVAL_NUM = {"mnist": 5000, "celeba": 1000}   # samples per evaluation during training (cheap)
+EVAL_NUM = {"idx": 5000, "rgb": 1000}   # samples per evaluation during training (cheap)
+
+
+def kind_of(cfg):
+    """'idx' (28 x 28 grey: the classifier's metrics) or 'rgb' (SWD and MS-SSIM)."""
+    return "idx" if cfg["dataset"] in IDX_SETS else "rgb"
 
 
 def _pick(images, num, seed, offset=0):
@@ -397,24 +390,25 @@ def _pick(images, num, seed, offset=0):
 
 
 class Reference:
-    """Real images to compare a run's samples with, loaded once: MNIST's test
-    set (and `num` training digits as the floor), or 2 x `num` faces."""
+    """Real images to compare a run's samples with, loaded once. 28 x 28 sets:
+    the test split and the set's own classifier (`num` training images are the
+    floor); RGB sets: 2 x `num` of the training images (one half the floor)."""
 
     def __init__(self, cfg, num, seed=0):
-        self.dataset = cfg["dataset"]
-        if self.dataset == "mnist":
-            self.classifier = load_mnist_classifier(cfg["data_dir"])
-            self.real = to_float(mnist_uint8(cfg["data_dir"], download=False, train=False))
-            self.train_real = to_float(_pick(mnist_uint8(cfg["data_dir"], download=False), num, seed))
+        self.kind = kind_of(cfg)
+        if self.kind == "idx":
+            self.classifier = load_mnist_classifier(cfg["data_dir"], cfg["cache_dir"], name=cfg["dataset"])
+            self.real = to_float(dataset_images(cfg, train=False))
+            self.train_real = to_float(_pick(dataset_images(cfg), num, seed))
         else:
-            faces = faces_uint8(find_celeba(cfg["data_dir"]), cfg["image_size"], cfg["cache_dir"])
-            if len(faces) < 2 * num:
-                raise DataError(f"--num {num} needs {2 * num} real faces, found {len(faces)}")
-            self.real = to_float(_pick(faces, num, seed))
-            self.train_real = to_float(_pick(faces, num, seed, offset=num))   # the floor: other real faces
+            images = dataset_images(cfg)
+            if len(images) < 2 * num:
+                raise DataError(f"--num {num} needs {2 * num} real images, found {len(images)}")
+            self.real = to_float(_pick(images, num, seed))
+            self.train_real = to_float(_pick(images, num, seed, offset=num))
 
     def scores(self, images, seed=0):
-        if self.dataset == "mnist":
+        if self.kind == "idx":
             return mnist_scores(self.classifier, images, self.real)
         return rgb_scores(images, self.real, seed=seed)
 
@@ -425,7 +419,7 @@ class Reference:
 
 def make_evaluator(cfg):
     """For --eval-every: a function gen -> {metric: float}, the reference loaded once."""
-    num = EVAL_NUM[cfg["dataset"]]
+    num = EVAL_NUM[kind_of(cfg)]
     ref = Reference(cfg, num)
 
     def evaluate(gen):
@@ -437,13 +431,14 @@ def make_evaluator(cfg):
 def main(argv=None):
     p = argparse.ArgumentParser(
         description="Train (once) and cache the MNIST classifier used by mnist_scores.")
-    p.add_argument("--data-dir", default="data", help="folder that holds MNIST/raw/")
+    p.add_argument("--data-dir", default="data", help="folder that holds MNIST/raw/ (or the set's own folder)")
+    p.add_argument("--dataset", choices=list(IDX_SETS), default="mnist", help="which 28 x 28 set")
     p.add_argument("--cache-dir", default=None, help="where to keep the weights (default: beside the data "
                                                       "or ~/.cache/gan-lecture)")
     args = p.parse_args(argv)
     try:
-        load_mnist_classifier(args.data_dir, args.cache_dir)
-    except EvalError as e:
+        load_mnist_classifier(args.data_dir, args.cache_dir, name=args.dataset)
+    except DataError as e:
         raise SystemExit(f"error: {e}")
 
 

@@ -6,19 +6,24 @@
     python train_celeba_dcgan.py --preset best               # the measured best recipe
     torchrun --nproc_per_node=4 train_celeba_dcgan.py        # several GPUs (DDP)
 
---data-dir may hold celeba/img_align_celeba/ (torchvision's layout),
-img_align_celeba/, or the images themselves. Images are center-cropped
-(160 x 160 of 178 x 218, scaled for other sizes), resized to 64 x 64 and
-decoded once into a cache (--cache-dir). The run folder (--out) holds the same
-files as the MNIST script's.
+    python train_celeba_dcgan.py --dataset folder --data-dir my_pictures    # any image folder
+    python train_celeba_dcgan.py --dataset cifar10                # DIR/cifar-10-batches-py, 32 x 32
+
+CelebA: --data-dir may hold celeba/img_align_celeba/ (torchvision's layout),
+img_align_celeba/, or the images themselves; they are center-cropped (160 x
+160 of 178 x 218, scaled for other sizes), resized to 64 x 64 and decoded once
+into a cache (--cache-dir). A folder: images found at any depth (class
+subfolders are fine, labels are ignored), the largest centred square by default.
+The run folder (--out) holds the same files as the MNIST script's.
 """
 import argparse
 
 from helper_cli import COMMON_DEFAULTS, add_common_args, flag_adder, parse_config, run
+from helper_data import CROPS, DEFAULT_CROP, RGB_SETS
 
 PRESETS = {
     # Exactly the lecture: g = d = 64 feature maps, LeakyReLU, Adam 2e-4 (0.5, 0.999).
-    "lecture": dict(COMMON_DEFAULTS, dataset="celeba", model="dcgan", channels=3,
+    "lecture": dict(COMMON_DEFAULTS, dataset="celeba", crop="celeba", model="dcgan", channels=3,
                     data_dir="./data", out="runs/celeba_dcgan", epochs=20, batch_size=128,
                     lr_gen=2e-4, lr_disc=2e-4, beta1=0.5, latent_dim=100, g_features=64,
                     d_features=64, image_size=64, slope=0.01, fresh_noise=False,
@@ -28,6 +33,9 @@ PRESETS = {
 # Cheap, well-known improvements, checked against the lecture preset at equal CPU
 # time in ablate.py (README): the DCGAN paper's N(0, 0.02) init and LeakyReLU 0.2,
 # and sampling from an EMA of the generator weights.
+# What a typed --dataset brings along unless typed too: its usual crop, and CIFAR-10's size.
+IMPLIED = {"dataset": {name: {"crop": DEFAULT_CROP[name]} for name in RGB_SETS}}
+IMPLIED["dataset"]["cifar10"]["image_size"] = 32
 PRESETS["best"] = {**PRESETS["lecture"], "out": "runs/celeba_dcgan_best", "init": "dcgan",
                    "slope": 0.2, "ema_decay": 0.999}
 
@@ -36,6 +44,9 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p, PRESETS["lecture"])
     a = flag_adder(p, PRESETS["lecture"])
+    a("--dataset", choices=RGB_SETS, help="celeba, folder (any images under --data-dir) or cifar10")
+    a("--crop", choices=CROPS, help="celeba: the face crop, 160/178 of the width; center: the largest "
+                                    "centred square; none: resize only")
     a("--g-features", type=int, help="generator width g")
     a("--d-features", type=int, help="discriminator width d")
     a("--image-size", type=int, help="output size, 4 * 2**k")
@@ -43,7 +54,7 @@ def build_parser():
 
 
 def main(argv=None):
-    run(*parse_config(build_parser(), PRESETS, argv))
+    run(*parse_config(build_parser(), PRESETS, argv, IMPLIED))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Fully connected GAN on MNIST, as in the lecture (defaults = the lecture's settings).
 
     python train_mnist_gan.py                                # 100 epochs, batch 128, data in ./data
+    python train_mnist_gan.py --dataset fashion-mnist        # or kmnist: same 28 x 28 IDX layout
     python train_mnist_gan.py --epochs 5 --out runs/quick
     python train_mnist_gan.py --out runs/quick --resume --epochs 10     # continue a run
     python train_mnist_gan.py --preset best                  # the measured best recipe
@@ -13,6 +14,7 @@ final_grid.png, real_vs_fake.png and checkpoint.pt.
 import argparse
 
 from helper_cli import COMMON_DEFAULTS, add_common_args, flag_adder, parse_config, run
+from helper_data import IDX_SETS
 
 PRESETS = {
     # Exactly the lecture: 128-unit hidden layers, dropout 0.5, Adam 2e-4 (0.5, 0.999).
@@ -46,6 +48,8 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p, PRESETS["lecture"])
     a = flag_adder(p, PRESETS["lecture"])
+    a("--dataset", choices=list(IDX_SETS),
+      help="in DIR/MNIST/raw, DIR/FashionMNIST/raw or DIR/KMNIST/raw (torchvision's layout)")
     a("--g-hidden", type=widths, help="generator hidden widths, e.g. 256,512,1024")
     a("--d-hidden", type=widths, help="discriminator hidden widths, e.g. 512,256")
     a("--dropout", type=float, help="dropout after each hidden layer, 0: none")

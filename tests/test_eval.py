@@ -157,7 +157,7 @@ def test_rgb_scores_keys():
 
 # ---------------------------------------------------------------- classifier, cache, errors
 
-def fake_mnist(data_dir, train):
+def fake_mnist(data_dir, train, name="mnist"):
     """Tiny synthetic stand-in for MNIST: the digit is the row of a bright bar."""
     g = torch.Generator().manual_seed(int(train))
     y = torch.randint(0, 10, (300 if train else 100,), generator=g)
@@ -168,7 +168,7 @@ def fake_mnist(data_dir, train):
 
 
 def test_training_deterministic_given_seed(monkeypatch):
-    monkeypatch.setattr(ev, "_mnist", fake_mnist)
+    monkeypatch.setattr(ev, "_idx_labelled", fake_mnist)
     state = torch.get_rng_state()
     runs = [ev.train_mnist_classifier("unused", epochs=1, seed=s, log=lambda m: None) for s in (3, 3, 4)]
     assert torch.equal(state, torch.get_rng_state())
@@ -201,8 +201,8 @@ def test_classifier_cache_round_trip(tmp_path, monkeypatch):
     assert sd.keys() == sd2.keys() and all(torch.equal(sd[k], sd2[k]) for k in sd)
 
 
-def test_missing_mnist_raises_eval_error(tmp_path):
-    with pytest.raises(ev.EvalError) as err:
+def test_missing_mnist_raises_data_error(tmp_path):
+    with pytest.raises(ev.DataError) as err:
         ev.load_mnist_classifier(tmp_path / "nowhere", cache_dir=tmp_path / "cache", log=lambda m: None)
     msg = str(err.value)
     assert "\n" not in msg and "--data-dir" in msg and str(tmp_path / "nowhere") in msg
@@ -222,7 +222,7 @@ def test_default_cache_dir(tmp_path, monkeypatch):
 
 
 def test_cached_file_unreadable_retrains(tmp_path, monkeypatch):
-    monkeypatch.setattr(ev, "_mnist", fake_mnist)
+    monkeypatch.setattr(ev, "_idx_labelled", fake_mnist)
     monkeypatch.setattr(ev, "train_mnist_classifier",
                         functools.partial(ev.train_mnist_classifier, max_batches=1))
     path = tmp_path / f"mnist_classifier_v{ev.CLASSIFIER_VERSION}.pt"
