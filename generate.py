@@ -1,49 +1,244 @@
-"""Sample images from a trained generator.
+"""Sample images from a trained generator, and look inside it.
 
-    python generate.py runs/mnist_gan --num 64 --out samples.png   # an 8-wide grid
+    python generate.py runs/mnist_gan                    # 64 samples -> runs/mnist_gan/samples.png
     python generate.py runs/mnist_gan/checkpoint.pt --num 1000 --out samples.pt
         # a float tensor N x C x H x W in [-1, 1]
+    python generate.py runs/mnist_gan --interpolate 8    # -> RUN/interpolation.png, a walk per row
+    python generate.py runs/mnist_gan --interpolate 8 --out walk.gif   # the walks, animated
+    python generate.py runs/mnist_gan --truncation 0.25 0.5 1 2        # -> RUN/truncation.png
+    python generate.py runs/mnist_gan --nearest 5        # -> RUN/nearest.png
+
+--interpolate K walks from K random latent points to K others in --steps steps
+along great circles (slerp): Gaussian noise lives near a sphere, and a straight
+line's middle would leave it for points the generator never saw.
+--truncation PSI draws every latent value from N(0, 1) cut to [-PSI, PSI]: a
+smaller PSI gives more typical, less varied images. Several PSI give a row each,
+from the same draws, so a column shows one sample at growing truncation.
+--nearest K puts each sample beside the K training images nearest to it: a
+distance near 0 means the generator copied its data. Grey 28 x 28 runs are
+compared in the features of the MNIST classifier (trained once and cached, as
+for evaluate.py), colour runs in pixels.
 
 Uses the EMA generator when the run kept one. The checkpoint is opened with
-weights_only=True, so a file from someone else cannot run code.
+weights_only=True, so a file from someone else cannot run code. An existing
+output file is left alone unless --force.
 """
 import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
+from torchvision.utils import make_grid
 
 from helper_cli import pick_device
+from helper_data import DataError, faces_uint8, find_celeba, mnist_uint8
+from helper_eval import EvalError, load_mnist_classifier
+from helper_explore import interpolation_frames, interpolation_noise, nearest, nearest_grid, truncation_rows
 from helper_plot import save_grid
+from helper_report import save_gif
 from helper_train import RunError, load_generator
-from models import samples_of
+from models import sample, samples_of
+
+MODES = ("interpolate", "truncation", "nearest")    # None: plain samples
+DEFAULT_OUT = {None: "samples.png", "interpolate": "interpolation.png",
+               "truncation": "truncation.png", "nearest": "nearest.png"}
+SUFFIXES = {None: (".png", ".pt"), "interpolate": (".png", ".gif"),
+            "truncation": (".png",), "nearest": (".png",)}
+GRID_LIMIT = 10_000      # images in one picture
+STEPS = 8                # --interpolate: points per walk, both ends included
+GIF_SECONDS = 0.12       # per frame; the ping-pong loop has no pause at its turns
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="a run folder or its checkpoint.pt")
+    p.add_argument("--num", type=int, help="number of samples (default 64; --nearest: 8; "
+                                           "several --truncation PSI: per row, default 8)")
+    p.add_argument("--out", help="FILE.png (grid), FILE.pt (tensor) or, with --interpolate, FILE.gif "
+                                 "(default: samples.png, interpolation.png, truncation.png or "
+                                 "nearest.png in the run folder)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--nrow", type=int, default=8, help="images per grid row (per GIF frame row)")
+    modes = p.add_mutually_exclusive_group()
+    modes.add_argument("--interpolate", type=int, metavar="K", help="K slerp walks, a row each")
+    modes.add_argument("--truncation", type=float, nargs="+", metavar="PSI",
+                       help="samples from noise truncated to [-PSI, PSI]; several PSI: a row each")
+    modes.add_argument("--nearest", type=int, nargs="?", const=3, metavar="K",
+                       help="each sample beside its K (default 3) nearest training images")
+    p.add_argument("--steps", type=int, help=f"--interpolate: points per walk (default {STEPS})")
+    p.add_argument("--data-dir", help="--nearest: dataset root (default: the run's own)")
+    args = p.parse_args(argv)
+    args.mode = next((m for m in MODES if getattr(args, m) is not None), None)
+    problem = flag_problem(args)
+    if problem:
+        p.error(problem)
+    return p, args
+
+
+def flag_problem(a):
+    """What is wrong with the flags, in one line, or None."""
+    if a.num is not None and a.num < 1:
+        return f"--num must be >= 1, not {a.num}"
+    for flag, value, low in (("--nrow", a.nrow, 1), ("--interpolate", a.interpolate, 1),
+                             ("--nearest", a.nearest, 1), ("--steps", a.steps, 2)):
+        if value is not None and value < low:
+            return f"{flag} must be >= {low}, not {value}"
+    bad_psi = [psi for psi in a.truncation or [] if not psi > 0]
+    if bad_psi:
+        return f"--truncation PSI must be > 0, not {bad_psi[0]:g}"
+    if a.steps is not None and a.mode != "interpolate":
+        return "--steps goes with --interpolate"
+    if a.num is not None and a.mode == "interpolate":
+        return "--num does not go with --interpolate: its grid is K walks x --steps"
+    if a.data_dir is not None and a.mode != "nearest":
+        return "--data-dir goes with --nearest"
+    suffix = Path(a.out).suffix if a.out else ".png"
+    if suffix not in SUFFIXES[a.mode]:
+        return f"--out must end in {' or '.join(SUFFIXES[a.mode])} here, not {Path(a.out).name!r}"
+    n = grid_size(a)
+    if suffix in (".png", ".gif") and n > GRID_LIMIT:
+        return (f"a grid of {n:,} images is too many (at most {GRID_LIMIT:,}): lower "
+                f"{'--interpolate or --steps' if a.mode == 'interpolate' else '--num'}")
+    return None
+
+
+def grid_size(a):
+    """Images in the picture each mode draws."""
+    if a.mode == "interpolate":
+        return a.interpolate * (a.steps or STEPS)
+    if a.mode == "truncation":
+        return len(a.truncation) * truncation_per_row(a)
+    if a.mode == "nearest":
+        return (a.num or 8) * (a.nearest + 1)
+    return a.num or 64
+
+
+def truncation_per_row(a):
+    return a.num or (64 if len(a.truncation) == 1 else 8)
+
+
+def output_path(p, args):
+    """--out, or the mode's file in the run folder; its folder created. Refuses a folder, or a file
+    that exists without --force."""
+    run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
+    out = Path(args.out) if args.out else run_dir / DEFAULT_OUT[args.mode]
+    if out.is_dir():
+        p.error(f"--out {out} is a folder: name a file")
+    if out.exists() and not args.force:
+        p.error(f"{out} exists: pass --force to overwrite it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        p.error(f"cannot create the folder for --out {out}: {e.strerror or e}")
+    return out
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a run folder or its checkpoint.pt")
-    p.add_argument("--num", type=int, default=64, help="number of images")
-    p.add_argument("--out", default="samples.png", help="FILE.png (grid) or FILE.pt (tensor)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--nrow", type=int, default=8, help="images per grid row")
-    args = p.parse_args(argv)
-    out = Path(args.out)
-    if args.num < 1:
-        p.error(f"--num must be >= 1, not {args.num}")
-    if out.suffix not in (".png", ".pt"):
-        p.error(f"--out must end in .png (grid) or .pt (tensor), not {out.name!r}")
+    p, args = parse_args(argv)
     try:
-        gen, cfg = load_generator(args.checkpoint, pick_device(args.device))
-        images = samples_of(gen, cfg["latent_dim"], args.num, args.seed)
-    except RunError as e:
+        device = pick_device(args.device)
+        gen, cfg = load_generator(args.checkpoint, device)
+        out = output_path(p, args)
+        write = {None: write_samples, "interpolate": write_interpolation,
+                 "truncation": write_truncation, "nearest": write_nearest}[args.mode]
+        write(gen, cfg, args, out)
+    except (RunError, DataError, EvalError) as e:
         sys.exit(f"error: {e}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:     # a full disk, a folder we may not write to
+        sys.exit(f"error: {e}")
+
+
+# ---------------------------------------------------------------- the four pictures
+
+def images_from(gen, noise):
+    """sample() on the generator's device; the images come back on the CPU."""
+    return sample(gen, noise.to(next(gen.parameters()).device))
+
+
+def write_samples(gen, cfg, args, out):
+    images = samples_of(gen, cfg["latent_dim"], args.num or 64, args.seed)
     if out.suffix == ".png":
         save_grid(images, out, nrow=args.nrow)
     else:
         torch.save(images, out)
-    print(f"wrote {args.num} images ({tuple(images.shape[1:])}) to {out}")
+    print(f"wrote {len(images)} images ({tuple(images.shape[1:])}) to {out}")
+
+
+def write_interpolation(gen, cfg, args, out):
+    pairs, steps = args.interpolate, args.steps or STEPS
+    images = images_from(gen, interpolation_noise(cfg["latent_dim"], pairs, steps, args.seed))
+    if out.suffix == ".gif":
+        frames = [to_pil(frame, args.nrow) for frame in interpolation_frames(images, pairs, steps)]
+        save_gif(frames, out, seconds_per_frame=GIF_SECONDS, last_pause=GIF_SECONDS)
+        print(f"wrote {pairs} walks of {steps} steps as {len(frames)} looping frames to {out}")
+    else:
+        save_grid(images, out, nrow=steps)
+        print(f"wrote {pairs} walks of {steps} steps, a row each, to {out}")
+
+
+def to_pil(images, nrow):
+    """N x C x H x W in [-1, 1] -> the grid save_grid would write, as a PIL image."""
+    grid = make_grid(images, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
+    pixels = grid.mul(255).add(0.5).clamp(0, 255).byte().permute(1, 2, 0).numpy()   # H x W x 3
+    return Image.fromarray(np.ascontiguousarray(pixels))
+
+
+def write_truncation(gen, cfg, args, out):
+    psis, per_row = args.truncation, truncation_per_row(args)
+    images = images_from(gen, truncation_rows(cfg["latent_dim"], psis, per_row, args.seed))
+    if len(psis) == 1:
+        save_grid(images, out, nrow=args.nrow)
+        print(f"wrote {per_row} samples at psi {psis[0]:g} to {out}")
+        return
+    save_grid(images, out, nrow=per_row)
+    print(f"wrote {len(psis)} rows of {per_row} samples (the same draws, truncated) to {out}:")
+    for row, psi in enumerate(psis, 1):
+        print(f"  row {row}: psi {psi:g}")
+
+
+def write_nearest(gen, cfg, args, out):
+    k, num = args.nearest, args.num or 8
+    cfg = {**cfg, "data_dir": args.data_dir or cfg["data_dir"]}
+    samples = samples_of(gen, cfg["latent_dim"], num, args.seed)
+    train = training_images(cfg)
+    features, space = feature_space(cfg, samples, next(gen.parameters()).device)
+    try:
+        idx, dist = nearest(samples, train, k, features)
+        grid = nearest_grid(samples, train, idx)
+    except ValueError as e:        # k above the training set's size, or another image shape
+        raise RunError(str(e)) from None
+    save_grid(grid, out, nrow=k + 1)
+    print(f"wrote {num} samples, each followed by its {k} nearest of {len(train):,} training "
+          f"images, to {out}")
+    print(f"mean distance to the nearest training image ({space}): {float(dist[:, 0].mean()):.4f} "
+          f"(0 would be a copy); to all {k}: {float(dist.mean()):.4f}")
+
+
+TRAINING_IMAGES = {    # dataset -> its training images as stored, uint8 N x C x H x W
+    "mnist": lambda cfg: mnist_uint8(cfg["data_dir"], download=False),
+    "celeba": lambda cfg: faces_uint8(find_celeba(cfg["data_dir"]), cfg["image_size"], cfg.get("cache_dir")),
+}
+
+
+def training_images(cfg):
+    load = TRAINING_IMAGES.get(cfg["dataset"])
+    if load is None:
+        raise RunError(f"--nearest knows the training images of {' and '.join(TRAINING_IMAGES)} runs, "
+                       f"not of {cfg['dataset']!r}")
+    return load(cfg)
+
+
+def feature_space(cfg, samples, device):
+    """(features for nearest(), its name): the MNIST classifier's for grey 28 x 28
+    images, where a digit shifted by a pixel is far away in pixels; pixels otherwise."""
+    if tuple(samples.shape[1:]) != (1, 28, 28):
+        return None, "pixels"
+    classifier = load_mnist_classifier(cfg["data_dir"], cfg.get("cache_dir"), device)
+    return (lambda x: classifier.features(x.to(device))), "MNIST classifier features"
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Looking inside a trained generator: walks through its latent space, the
 truncation trick, and the training images nearest to its samples (did it
 copy them?). Functions on tensors, for generate.py's --interpolate K,
---truncation PSI and --nearest; noise is N x latent, images N x C x H x W in [-1, 1].
+--truncation PSI and --nearest; noise is N x latent, images N x C x H x W in
+[-1, 1]. Training images may also be uint8 in [0, 255], as the data caches hold
+them (CelebA: 2 GB so, 8 GB as floats); they are converted a chunk at a time.
 
 Noise comes from its own seeded torch.Generator on the CPU: the same seed gives
 the same latents on any device, and the global RNG is left alone.
@@ -9,10 +11,7 @@ the same latents on any device, and the global RNG is left alone.
 import math
 import numbers
 
-import numpy as np
 import torch
-from PIL import Image
-from torchvision.utils import make_grid
 
 PARALLEL_EPS = 1e-6  # below this sin(angle), slerp's weights are 0/0: interpolate linearly
 
@@ -79,20 +78,6 @@ def interpolation_frames(x, pairs, steps):
     return grid[order]
 
 
-def save_gif(frames, path, nrow=8, ms_per_frame=80):
-    """frames F x N x C x H x W in [-1, 1] (from interpolation_frames) -> an
-    animated GIF, each frame an nrow-wide grid like the PNGs, looping forever."""
-    if not torch.is_tensor(frames) or frames.dim() != 5:
-        raise ValueError(f"frames must be a tensor F x N x C x H x W, "
-                         f"not {tuple(getattr(frames, 'shape', ()))}")
-    images = []
-    for frame in frames:
-        grid = make_grid(frame.float().cpu(), nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
-        pixels = grid.mul(255).add(0.5).clamp(0, 255).byte().permute(1, 2, 0).numpy()  # H x W x 3
-        images.append(Image.fromarray(np.ascontiguousarray(pixels)))
-    images[0].save(path, save_all=True, append_images=images[1:], duration=ms_per_frame, loop=0)
-
-
 # ---------------------------------------------------------------- truncation
 
 def _check_psi(psi):
@@ -148,12 +133,18 @@ def truncation_rows(latent_dim, psis, per_row, seed=0):
 
 # ---------------------------------------------------------------- nearest training images
 
+def _pixels(x):
+    """uint8 in [0, 255] -> float in [-1, 1] by ToTensor + Normalize(0.5, 0.5)'s
+    operations (as helper_data.to_float, which this leaf cannot import); floats as they are."""
+    return x.float().div(255).sub(0.5).div(0.5) if x.dtype == torch.uint8 else x
+
+
 def _embed(x, features, batch):
     """N x ... -> N x F in float32: the pixels, or `features` applied `batch` images at a time."""
     if features is None:
-        return x.reshape(len(x), -1).float()
+        return _pixels(x).reshape(len(x), -1).float()
     with torch.no_grad():
-        out = [features(chunk) for chunk in x.split(batch)]
+        out = [features(_pixels(chunk)) for chunk in x.split(batch)]
     if not all(torch.is_tensor(f) and len(f) == len(c) for f, c in zip(out, x.split(batch))):
         raise ValueError("features must map a batch of N images to a tensor N x F")
     return torch.cat([f.reshape(len(f), -1).float() for f in out])
@@ -194,11 +185,12 @@ def nearest(samples, train, k=3, features=None, batch=1024):
 def nearest_grid(samples, train, idx):
     """Each sample followed by its k nearest training images, for
     save_image(..., nrow=k + 1): samples n x C x H x W, idx n x k
-    -> (n * (k + 1)) x C x H x W."""
+    -> (n * (k + 1)) x C x H x W, in the samples' dtype."""
     if idx.dim() != 2 or len(idx) != len(samples):
         raise ValueError(f"idx must be n x k with n = {len(samples)} samples, not {tuple(idx.shape)}")
     if samples.shape[1:] != train.shape[1:]:
         raise ValueError(f"samples {tuple(samples.shape[1:])} and training images "
                          f"{tuple(train.shape[1:])} must have one shape")
-    rows = torch.cat([samples.unsqueeze(1), train[idx.cpu()].to(samples)], dim=1)   # n x (k+1) x C x H x W
+    neighbours = _pixels(train[idx.cpu()]).to(samples)                            # n x k x C x H x W
+    rows = torch.cat([samples.unsqueeze(1), neighbours], dim=1)                   # n x (k+1) x C x H x W
     return rows.flatten(0, 1)

@@ -5,10 +5,9 @@ import math
 
 import pytest
 import torch
-from PIL import Image
 
-from helper_explore import (interpolation_frames, interpolation_noise, nearest, nearest_grid, save_gif,
-                            slerp, truncated_noise, truncation_rows)
+from helper_explore import (interpolation_frames, interpolation_noise, nearest, nearest_grid, slerp,
+                            truncated_noise, truncation_rows)
 
 
 def randn(*shape, seed=0):
@@ -85,16 +84,6 @@ def test_interpolation_frames_ping_pong():
     assert interpolation_frames(images, 2, 4).shape == (6, 2, 1, 5, 5)
     with pytest.raises(ValueError, match="pairs \\* steps = 8"):
         interpolation_frames(torch.zeros(9, 8), 2, 4)
-
-
-def test_save_gif_writes_every_frame(tmp_path):
-    frames = torch.stack([torch.full((2, 1, 6, 6), v) for v in (-1.0, 0.0, 1.0, 0.0)])   # F x N x C x H x W
-    save_gif(frames, tmp_path / "walk.gif", nrow=2)
-    with Image.open(tmp_path / "walk.gif") as gif:
-        assert gif.n_frames == 4 and gif.size == (18, 10)        # 2 images of 6 + 2 px padding, + 2
-        assert gif.convert("L").getpixel((4, 4)) == 0               # frame 0: -1 is black
-        gif.seek(2)
-        assert gif.convert("L").getpixel((4, 4)) == 255             # frame 2: +1 is white
 
 
 # ---------------------------------------------------------------- truncation
@@ -178,6 +167,22 @@ def test_nearest_uses_the_feature_space():
     assert torch.allclose(dist.double(), want_d, atol=1e-6)
     with pytest.raises(ValueError, match="features must map"):
         nearest(samples, train, features=lambda x: x[:1].flatten(1))
+
+
+def test_nearest_takes_uint8_training_images():
+    """As the data caches store them: each chunk becomes [-1, 1] the way helper_data.to_float does."""
+    train = torch.randint(0, 256, (70, 3, 4, 4), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(9))
+    as_float = train.float().div(255).sub(0.5).div(0.5)
+    samples = randn(5, 3, 4, 4, seed=10).clamp(-1, 1)
+    samples[3] = as_float[42]
+    for features in (None, lambda x: x.mean(dim=(2, 3))):
+        idx, dist = nearest(samples, train, k=4, features=features, batch=16)
+        want_i, want_d = nearest(samples, as_float, k=4, features=features, batch=16)
+        assert torch.equal(idx, want_i) and torch.equal(dist, want_d)
+        assert idx[3, 0] == 42 and dist[3, 0] == 0
+    grid = nearest_grid(samples, train, idx)
+    assert grid.dtype == torch.float32 and torch.equal(grid[3 * 5 + 1], as_float[42])
 
 
 def test_nearest_bad_input():
