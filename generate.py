@@ -33,8 +33,8 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from helper_cli import pick_device
-from helper_data import DataError, faces_uint8, find_celeba, mnist_uint8
-from helper_eval import EvalError, load_mnist_classifier
+from helper_data import IDX_SETS, DataError, dataset_images
+from helper_eval import load_mnist_classifier
 from helper_explore import interpolation_frames, interpolation_noise, nearest, nearest_grid, truncation_rows
 from helper_plot import save_grid
 from helper_report import save_gif
@@ -146,7 +146,7 @@ def main(argv=None):
         write = {None: write_samples, "interpolate": write_interpolation,
                  "truncation": write_truncation, "nearest": write_nearest}[args.mode]
         write(gen, cfg, args, out)
-    except (RunError, DataError, EvalError) as e:
+    except (RunError, DataError) as e:
         sys.exit(f"error: {e}")
     except OSError as e:     # a full disk, a folder we may not write to
         sys.exit(f"error: {e}")
@@ -204,7 +204,7 @@ def write_nearest(gen, cfg, args, out):
     k, num = args.nearest, args.num or 8
     cfg = {**cfg, "data_dir": args.data_dir or cfg["data_dir"]}
     samples = samples_of(gen, cfg["latent_dim"], num, args.seed)
-    train = training_images(cfg)
+    train = dataset_images(cfg)   # uint8, as training reads them
     features, space = feature_space(cfg, samples, next(gen.parameters()).device)
     try:
         idx, dist = nearest(samples, train, k, features)
@@ -218,27 +218,13 @@ def write_nearest(gen, cfg, args, out):
           f"(0 would be a copy); to all {k}: {float(dist.mean()):.4f}")
 
 
-TRAINING_IMAGES = {    # dataset -> its training images as stored, uint8 N x C x H x W
-    "mnist": lambda cfg: mnist_uint8(cfg["data_dir"], download=False),
-    "celeba": lambda cfg: faces_uint8(find_celeba(cfg["data_dir"]), cfg["image_size"], cfg.get("cache_dir")),
-}
-
-
-def training_images(cfg):
-    load = TRAINING_IMAGES.get(cfg["dataset"])
-    if load is None:
-        raise RunError(f"--nearest knows the training images of {' and '.join(TRAINING_IMAGES)} runs, "
-                       f"not of {cfg['dataset']!r}")
-    return load(cfg)
-
-
 def feature_space(cfg, samples, device):
     """(features for nearest(), its name): the MNIST classifier's for grey 28 x 28
     images, where a digit shifted by a pixel is far away in pixels; pixels otherwise."""
-    if tuple(samples.shape[1:]) != (1, 28, 28):
+    if cfg["dataset"] not in IDX_SETS:
         return None, "pixels"
-    classifier = load_mnist_classifier(cfg["data_dir"], cfg.get("cache_dir"), device)
-    return (lambda x: classifier.features(x.to(device))), "MNIST classifier features"
+    classifier = load_mnist_classifier(cfg["data_dir"], cfg["cache_dir"], device, name=cfg["dataset"])
+    return (lambda x: classifier.features(x.to(device))), f"{cfg['dataset']} classifier features"
 
 
 if __name__ == "__main__":

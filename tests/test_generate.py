@@ -54,7 +54,7 @@ def fake_classifier(monkeypatch):
     """generate's load_mnist_classifier replaced: no classifier is trained. Records its arguments."""
     calls = []
 
-    def load(data_dir, cache_dir=None, device="cpu", log=print):
+    def load(data_dir, cache_dir=None, device="cpu", log=print, name="mnist"):
         calls.append((str(data_dir), cache_dir))
         return PooledPixels()
     monkeypatch.setattr(generate, "load_mnist_classifier", load)
@@ -155,7 +155,7 @@ def test_nearest_in_classifier_features(mnist_run, mnist_root, tmp_path, capsys,
     code, out, err = gen_main([mnist_run, "--nearest", 2, "--num", 5, "--out", tmp_path / "n.png"], capsys)
     assert code == 0, err
     assert fake_classifier == [(str(mnist_root), None)]                     # the run's data_dir and cache
-    assert "MNIST classifier features" in out and "mean distance" in out
+    assert "mnist classifier features" in out and "mean distance" in out
     assert png_array(tmp_path / "n.png").shape == (5 * CELL + 2, 3 * CELL + 2, 3)   # sample + 2 nearest
     samples, train, idx, dist = nearest_spy[0]
     assert train.shape == (192, 1, 28, 28) and train.dtype == torch.uint8   # the fake MNIST, as stored
@@ -167,7 +167,7 @@ def test_nearest_in_classifier_features(mnist_run, mnist_root, tmp_path, capsys,
 
     code, _, err = gen_main([mnist_run, "--nearest", "--data-dir", tmp_path / "nothing",
                              "--out", tmp_path / "m.png"], capsys)
-    one_line_error(code, err, 1, "MNIST not found")                         # --data-dir is used
+    one_line_error(code, err, 1, "MNIST train files not found")                         # --data-dir is used
 
 
 def test_nearest_finds_a_planted_copy_in_features(mnist_run, tmp_path, capsys, monkeypatch,
@@ -176,7 +176,7 @@ def test_nearest_finds_a_planted_copy_in_features(mnist_run, tmp_path, capsys, m
     samples = samples_of(gen, cfg["latent_dim"], 8, seed=0)            # what --nearest draws (--seed 0)
     train = torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
     train[17] = samples[5]
-    monkeypatch.setattr(generate, "training_images", lambda cfg: train)
+    monkeypatch.setattr(generate, "dataset_images", lambda cfg: train)
     code, _, err = gen_main([mnist_run, "--nearest", "--out", tmp_path / "n.png"], capsys)
     assert code == 0, err
     _, _, idx, dist = nearest_spy[0]
@@ -204,7 +204,7 @@ def test_nearest_in_pixels_for_faces(dcgan_run, tmp_path, capsys, monkeypatch, n
 
     planted = to_float(train.clone())
     planted[6] = samples[1]
-    monkeypatch.setattr(generate, "training_images", lambda cfg: planted)
+    monkeypatch.setattr(generate, "dataset_images", lambda cfg: planted)
     code, _, err = gen_main([dcgan_run, "--nearest", 2, "--num", 3, "--out", tmp_path / "p.png"], capsys)
     assert code == 0, err
     _, _, idx, dist = nearest_spy[1]
@@ -212,7 +212,7 @@ def test_nearest_in_pixels_for_faces(dcgan_run, tmp_path, capsys, monkeypatch, n
 
 
 def test_nearest_k_beyond_the_training_set(mnist_run, tmp_path, capsys, monkeypatch, fake_classifier):
-    monkeypatch.setattr(generate, "training_images", lambda cfg: torch.zeros(2, 1, 28, 28))
+    monkeypatch.setattr(generate, "dataset_images", lambda cfg: torch.zeros(2, 1, 28, 28))
     code, _, err = gen_main([mnist_run, "--nearest", 3, "--out", tmp_path / "n.png"], capsys)
     one_line_error(code, err, 1, "only 2 training images")
     assert not (tmp_path / "n.png").exists()
