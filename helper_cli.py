@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from helper_files import atomic_write, json_safe
 from helper_augment import parse_policy
 from helper_health import HealthMonitor
 from helper_losses import LOSS_DEFAULTS, LOSSES
+from helper_tensorboard import TensorBoardMissing
+from helper_tensorboard import require as require_tensorboard
 from helper_train import RunError, build_state, load_checkpoint, train_gan
 from models import num_doublings
 
@@ -29,12 +32,13 @@ from models import num_doublings
 COMMON_DEFAULTS = dict(seed=1, device="auto", num_workers=2, input_path="tensor", cache_dir=None,
                        max_batches=0, resume=False, overwrite=False, log_every=50, plot_every=10,
                        eval_every=0, time_budget=0.0, amp="auto", compile=False,
-                       cudnn_benchmark=True, health=True,
+                       cudnn_benchmark=True, health=True, tensorboard=False,
                        loss="bce", beta2=0.999, n_critic=1, clip=0.01, gp_weight=10.0,
                        spectral_norm=False, r1=0.0, diffaug="")
 # Flags that may change when a run is resumed; everything else comes from the run's config.
 RESUMABLE = {"epochs", "device", "num_workers", "max_batches", "data_dir", "cache_dir",
-             "log_every", "plot_every", "eval_every", "compile", "input_path", "time_budget"}
+             "log_every", "plot_every", "eval_every", "compile", "input_path", "time_budget",
+             "tensorboard"}
 # What a run folder holds (grids/ aside); the first four mark a folder as holding a run.
 RUN_FILES = ["config.json", "metrics.csv", "events.jsonl", "checkpoint.pt", "reals.png",
              "loss.png", "accuracy.png", "progress.png", "final_grid.png", "real_vs_fake.png",
@@ -114,6 +118,8 @@ def add_common_args(parser, defaults):
       help="let cuDNN time and pick the fastest convolution kernels (CUDA only)")
     a("--health", action=argparse.BooleanOptionalAction,
       help="warn when training looks unhealthy (D dominance, collapse, ...)")
+    a("--tensorboard", action="store_true",
+      help="also log to RUN/tb/ for TensorBoard (needs: pip install tensorboard)")
 
 
 def parse_config(parser, presets, argv=None, implied=None):
@@ -197,7 +203,7 @@ def run(cfg, given):
         health = HealthMonitor(real, loss_checks=cfg["loss"] == "bce") if cfg["health"] else None
         evaluator = make_evaluator(cfg) if cfg["eval_every"] else None
         status = train_gan(state, loader, cfg, run_dir, rank, world, health, evaluator)
-    except (DataError, RunError) as e:
+    except (DataError, RunError, TensorBoardMissing) as e:
         exit_with(f"error: {one_line(e)}", 2)
     except KeyboardInterrupt:   # the second Ctrl-C
         exit_with("quit at once: the checkpoint of the last finished epoch is kept; "
@@ -296,6 +302,8 @@ def prepare_run(cfg, given, rank, world, device):
     if cfg["batch_size"] % world:
         raise RunError(f"--batch-size {cfg['batch_size']} must be divisible by the "
                        f"{world} torchrun processes")
+    if cfg["tensorboard"]:
+        require_tensorboard()   # before anything is written
     if device.type == "cuda":   # fixed input shapes: cuDNN's timed choice pays off after a few steps
         torch.backends.cudnn.benchmark = cfg["cudnn_benchmark"]
     return cfg, ckpt
@@ -308,6 +316,7 @@ def write_run_dir(out, cfg, world, device):
             (out / f).unlink(missing_ok=True)
         for f in (out / "grids").glob("epoch_*.png"):
             f.unlink()
+        shutil.rmtree(out / "tb", ignore_errors=True)
     info = {**cfg, "world_size": world, "device_used": str(device), "torch": torch.__version__,
             "batch_per_process": cfg["batch_size"] // world}
     with atomic_write(out / "config.json") as tmp:

@@ -41,6 +41,21 @@ class TensorBoardMissing(ImportError):
     """--tensorboard was asked for but the package is not installed."""
 
 
+def require():
+    """Raise TensorBoardMissing now, before a run writes anything, if the package is absent."""
+    _summary_writer()
+
+
+def _summary_writer():
+    # The one import inside a function: tensorboard is an optional extra, so a
+    # run without --tensorboard must not need it (torch.utils.tensorboard imports it).
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise TensorBoardMissing(INSTALL_HINT) from None
+    return SummaryWriter
+
+
 def open_writer(run_dir, resume_step=None):
     """A TensorBoardLog writing into run_dir/tb. resume_step: the number of
     batches the resumed checkpoint had done (state.step), None for a fresh run."""
@@ -48,14 +63,8 @@ def open_writer(run_dir, resume_step=None):
                                     or resume_step < 0):
         raise ValueError(f"resume_step must be the checkpoint's step count (an integer >= 0), "
                          f"not {resume_step!r}")
-    # The one import inside a function: tensorboard is an optional extra, so a
-    # run without --tensorboard must not need it (torch.utils.tensorboard imports it).
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise TensorBoardMissing(INSTALL_HINT) from None
     purge = 0 if resume_step is None else int(resume_step)
-    return TensorBoardLog(SummaryWriter(str(Path(run_dir) / "tb"), purge_step=purge))
+    return TensorBoardLog(_summary_writer()(str(Path(run_dir) / "tb"), purge_step=purge))
 
 
 class TensorBoardLog:

@@ -35,6 +35,7 @@ import helper_plot
 from helper_augment import diff_augment
 from helper_data import Progress
 from helper_files import atomic_write, json_safe, read_events
+from helper_tensorboard import open_writer
 from models import build_models, sample
 
 
@@ -115,7 +116,7 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
     KeyboardInterrupt at once, also keeping the last epoch's checkpoint."""
     main, device, run_dir = rank == 0, state.device, Path(run_dir)
     autocast = autocast_for(cfg, device)
-    log = MetricsLog(run_dir, keep_until=state.step) if main else None
+    log = MetricsLog(run_dir, state.step, cfg) if main else None
     if main:   # for the report: where and from which point this part of the run trained
         log.event(event="start", step=state.step, epoch=state.epoch, resumed=state.step > 0,
                   host=platform.node(), device=str(device), torch=torch.__version__)
@@ -147,17 +148,17 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
         """Grid of the fixed noise, health check on it, evaluation, checkpoint, plots."""
         epoch, samples = state.epoch, sample(state.sampler(), state.fixed_noise)
         helper_plot.save_grid(samples, run_dir / "grids" / f"epoch_{epoch:03d}.png")
-        info = {"event": "epoch", "epoch": epoch, "step": state.step, "seconds": round(seconds, 3)}
+        info = {"epoch": epoch, "step": state.step, "seconds": round(seconds, 3)}
         if health is not None:
             for msg in health.check_samples(samples, epoch):
                 log.warn(msg, step=state.step, epoch=epoch)
             info["spread_ratio"] = round(health.last_ratio, 4)
         if evaluator is not None and cfg["eval_every"] and epoch % cfg["eval_every"] == 0:
             scores = evaluator(state.sampler())
-            log.event(event="eval", epoch=epoch, step=state.step, **scores)
+            log.scores(epoch, state.step, scores)
             print(f"eval after epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()),
                   flush=True)
-        log.event(**info)
+        log.epoch(samples, **info)
         save_checkpoint(state.state_dict(cfg), run_dir / "checkpoint.pt")
         if epoch % cfg["plot_every"] == 0:
             helper_plot.plot_run(run_dir)
@@ -471,18 +472,23 @@ METRICS = ["step", "epoch", "batch", "g_loss", "d_loss", "d_acc_real", "d_acc_fa
 
 class MetricsLog:
     """Per-batch metrics as CSV rows and events (epochs, warnings, evaluations)
-    as JSON lines, appended and flushed as they happen."""
+    as JSON lines, appended and flushed as they happen; mirrored to TensorBoard
+    (RUN/tb/) with --tensorboard."""
 
-    def __init__(self, run_dir, keep_until=None):
+    def __init__(self, run_dir, step, cfg):
+        """step: the number of batches already done (a resumed run's checkpoint)."""
         self.run_dir = Path(run_dir)
         self.csv_path, self.events_path = self.run_dir / "metrics.csv", self.run_dir / "events.jsonl"
-        if keep_until is not None:
-            self._truncate(keep_until)
+        self._truncate(step)
         new = not self.csv_path.exists()
         self.csv_file = open(self.csv_path, "a", newline="")
         self.writer = csv.writer(self.csv_file)
         if new:
             self.writer.writerow(METRICS)
+        self.tb = None
+        if cfg["tensorboard"]:
+            self.tb = open_writer(self.run_dir, step if step else None)
+            self.tb.config(cfg, step)
 
     def _truncate(self, step):
         """On resume: drop rows and events written after the checkpoint (a crash
@@ -491,7 +497,7 @@ class MetricsLog:
             with open(self.csv_path, newline="") as f:
                 rows = list(csv.reader(f))
             with atomic_write(self.csv_path) as tmp, open(tmp, "w", newline="") as f:
-                csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if int(r[0]) < step])
+                csv.writer(f).writerows(rows[:1] + [r for r in rows[1:] if int(r[0]) < step])
         if self.events_path.exists():
             kept = [e for e in read_events(self.run_dir) if e.get("step", 0) <= step]
             with atomic_write(self.events_path) as tmp:
@@ -500,14 +506,31 @@ class MetricsLog:
     def rows(self, rows):
         self.writer.writerows(rows)
         self.csv_file.flush()
+        if self.tb:
+            self.tb.rows(rows)
 
     def event(self, **fields):
         with open(self.events_path, "a") as f:
             f.write(json.dumps(json_safe(fields)) + "\n")
 
-    def warn(self, message, **fields):
+    def warn(self, message, step, epoch):
         print(f"warning: {message}", flush=True)
-        self.event(event="warning", message=message, **fields)
+        self.event(event="warning", message=message, step=step, epoch=epoch)
+        if self.tb:   # at the last logged batch (step counts the batches done)
+            self.tb.text("health", message, max(step - 1, 0))
+
+    def epoch(self, samples, **fields):
+        """The end-of-epoch event; TensorBoard also gets its time and the fixed-noise grid."""
+        self.event(event="epoch", **fields)
+        if self.tb:
+            self.tb.epoch(fields["epoch"], fields["step"] - 1, fields["seconds"], samples)
+
+    def scores(self, epoch, step, scores):
+        self.event(event="eval", epoch=epoch, step=step, **scores)
+        if self.tb:
+            self.tb.scores(epoch, scores)
 
     def close(self):
         self.csv_file.close()
+        if self.tb:
+            self.tb.close()

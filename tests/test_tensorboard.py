@@ -159,3 +159,22 @@ def test_missing_package_says_how_to_install(tmp_path, monkeypatch):
     assert INSTALL_HINT == "--tensorboard needs the tensorboard package: pip install tensorboard"
     assert isinstance(err.value, ImportError)
     assert not (tmp_path / "tb").exists()
+
+
+# ---------------------------------------------------------------- through the training script
+
+def test_training_with_tensorboard_matches_metrics_csv_across_a_resume(mnist_root, tmp_path):
+    import train_mnist_gan
+    from conftest import metric_values, mnist_argv, run_main
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "run"
+    assert run_main(train_mnist_gan.main, mnist_argv(mnist_root, out, "--tensorboard", epochs=1))[0] == 0
+    assert run_main(train_mnist_gan.main, ["--resume", "--out", out, "--epochs", 2])[0] == 0
+    m = metric_values(out)
+    acc = read_tb(out)
+    got = scalars(acc, "loss/generator")                               # fails on a step seen twice
+    assert sorted(got) == m[:, 0].long().tolist()
+    assert torch.allclose(torch.tensor([got[s] for s in sorted(got)], dtype=torch.float64), m[:, 3],
+                          atol=1e-6)
+    assert sorted(scalars(acc, "time/epoch_seconds")) == [1, 2]
+    assert len(acc.Images("samples/fixed_noise")) == 2
