@@ -1,52 +1,38 @@
 """Speed of the lecture's training loop (a) against this project's (b), side by
 side in one process, on the real data.
 
-    python bench.py                               # everything, 3 repeats -> bench_results.json
-    python bench.py --quick                       # about a minute on a 2-core CPU (1 repeat, few batches)
-    python bench.py --only mnist --repeats 1      # one full MNIST epoch per loop
+    python bench.py                           # everything, 3 repeats -> runs/bench.json
+    python bench.py --quick                   # about a minute on a 2-core CPU (1 repeat, few batches)
+    python bench.py --only mnist --repeats 1  # one full MNIST epoch per loop
     python bench.py --device cuda --num-workers 8 --json runs/bench_gpu.json
-    python bench.py --only pipeline --rebuild-cache   # input paths only, and time a fresh CelebA cache
-    OMP_WAIT_POLICY=PASSIVE python bench.py --quick   # on a CPU shared with other jobs (see below)
+    python bench.py --only pipeline --rebuild-cache  # input paths only; time a fresh CelebA cache
 
 (a) the lecture as written: torchvision MNIST / a per-image folder dataset with
-    PIL transforms, a torch DataLoader (shuffle=True, --num-workers), plain Adam,
-    and `lecture_step` below, which calls .item() on the losses and accuracies
-    after every batch.
+    PIL transforms, a DataLoader (shuffle=True, --num-workers), plain Adam, and
+    `lecture_step` below, which calls .item() on four numbers after every batch.
 (b) this project: helper_data.make_loader (the whole data set as one uint8
-    tensor; CelebA from its decoded cache) and helper_train.GANState +
-    gan_step (fused Adam, autocast where the project turns it on), with the
-    per-batch metrics kept on the device and copied to the host every 50
-    batches as train_gan does.
-Both use the same networks from models.py with the lecture's settings, the same
-initial weights and the same batch size.
-
-Measured, each --repeats times (median and all values reported), a and b
-interleaved so that a change in machine load hits both alike:
-- MNIST GAN: seconds per epoch (a full epoch; with --quick or --batches N, N
-  batches scaled to an epoch), after a few warm-up batches.
-- DCGAN on CelebA: training images per second over N batches after warm-up.
-- input pipelines alone (no training): images per second each loader delivers,
-  for both data sets, plus one-time setup (reading MNIST, the CelebA cache build).
-- peak memory of each measurement: on CUDA torch.cuda.max_memory_allocated
-  (reset before each); on CPU the process's peak resident set size (VmHWM,
-  reset before each through /proc/self/clear_refs; where that is not allowed,
-  getrusage's peak since the process started). DataLoader worker processes are
-  not included. The increase over the resident set at the start is reported too.
-The table is printed at the end; everything, with the machine, goes to --json
-(with the CPU time of the main process beside each wall time).
+    tensor; CelebA from the decoded cache training uses), build_state + gan_step
+    (fused Adam, autocast where the project turns it on), metrics copied to the
+    host every log_every batches as train_gan does.
+Both start from the scripts' "lecture" preset: the same networks, initial weights
+and batch size. Measured, a then b, --repeats times interleaved (a change in load
+hits both alike; median and all values kept): MNIST s/epoch (a full epoch, or N
+batches scaled to one), DCGAN images/s, the input pipelines alone (images/s),
+one-time setup (reading MNIST, the CelebA cache),
+and the peak memory of each (CUDA max_memory_allocated, or this process's peak RSS;
+DataLoader workers not included). A table is printed; all, with the machine, goes to --json.
 
 On a CPU that other jobs are using, OpenMP threads that spin while waiting for
 each other make small-tensor work (the MNIST GAN, the tensor input path) many
-times slower and very noisy; OMP_WAIT_POLICY=PASSIVE or --threads 1 avoids that.
+times slower and very noisy: run with OMP_WAIT_POLICY=PASSIVE (or --threads 1).
 Timings to report come from an otherwise idle machine.
 """
 import argparse
+import contextlib
 import gc
-import json
-import math
+import itertools
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -54,140 +40,31 @@ import time
 from pathlib import Path
 
 import torch
+import torchvision
 from PIL import Image
+from torchvision import datasets, transforms
 
 import helper_data
 import helper_train
 import train_celeba_dcgan
 import train_mnist_gan
 from helper_cli import pick_device
+from helper_files import write_json
 from models import build_models
 
 MB = 2 ** 20
-# Settings that change CPU timings a lot (OMP_WAIT_POLICY=PASSIVE matters on a shared machine).
-THREAD_ENV = ["OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
-              "KMP_BLOCKTIME", "OMP_PROC_BIND", "CUDA_VISIBLE_DEVICES"]
-LOG_EVERY = 50  # train_gan's default --log-every: batches between copies of the metrics to the host
-
-
-# ---------------------------------------------------------------- machine, clocks, memory
-
-def cpu_cores():
-    try:
-        return len(os.sched_getaffinity(0))  # the cores this process may use, not the whole host
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info(device):
-    import torchvision
-    info = {"cpu": cpu_model(), "cores": cpu_cores(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "python": platform.python_version(), "platform": platform.platform(),
-            "device": str(device), "load_average_start": _loadavg(),
-            "env": {k: os.environ[k] for k in THREAD_ENV if k in os.environ}}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-    return info
-
-
-def _loadavg():
-    try:
-        return [round(v, 2) for v in os.getloadavg()]  # > cores: the machine was shared, numbers are noisy
-    except OSError:
-        return None
-
-
-def clock(device):
-    """(wall time, CPU time of this process) once the GPU has finished what was
-    queued (else we would time the queueing). The CPU time counts this process's
-    threads only, not DataLoader workers; on a busy machine it is the steadier
-    of the two for single-threaded work (waiting for a core does not count)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter(), time.process_time()
-
-
-def since(start, device):
-    wall, cpu = clock(device)
-    return wall - start[0], cpu - start[1]
-
-
-def _proc_status_kb(field):
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _ru_maxrss_mb():
-    import resource  # Unix only, and only needed where /proc is missing
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MB if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
-
-
-class PeakMemory:
-    """Peak memory over a `with` block, in MiB: `peak_mb` and `increase_mb`
-    (peak minus what was in use at the start). See the module docstring."""
-
-    def __init__(self, device):
-        self.device, self.kind = device, None
-
-    def __enter__(self):
-        gc.collect()  # what the previous measurement left behind should not count here
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.start_mb, self.kind = torch.cuda.memory_allocated(self.device) / MB, "cuda_max_allocated"
-        else:
-            self.kind = "cpu_peak_rss_reset" if _reset_peak_rss() else "cpu_peak_rss_since_start"
-            rss = _proc_status_kb("VmRSS")
-            self.start_mb = rss / 1024 if rss is not None else _ru_maxrss_mb()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / MB
-        else:
-            hwm = _proc_status_kb("VmHWM") if self.kind == "cpu_peak_rss_reset" else None
-            self.peak_mb = hwm / 1024 if hwm is not None else _ru_maxrss_mb()
-        self.increase_mb = max(0.0, self.peak_mb - self.start_mb)
-        return False
-
-
-def _reset_peak_rss():
-    """Linux >= 4.0 resets VmHWM to the current RSS when 5 is written to clear_refs."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+ROWS = {"mnist_pipeline": "MNIST input only", "celeba_pipeline": "CelebA input only",
+        "mnist_train": "MNIST GAN epoch", "celeba_train": "DCGAN training"}   # in the order they run
 
 
 # ---------------------------------------------------------------- (a) the lecture's loop
 
 class FolderImages(torch.utils.data.Dataset):
-    """ImageFolder as the lecture uses it, over a plain folder (ImageFolder itself
-    wants class subfolders): open with PIL, convert to RGB, transform; label 0."""
+    """ImageFolder as the lecture uses it, over a plain list of files (ImageFolder
+    itself wants class subfolders): open with PIL, convert to RGB, transform; label 0."""
 
     def __init__(self, files, transform):
-        self.files, self.transform = list(files), transform
+        self.files, self.transform = files, transform
 
     def __len__(self):
         return len(self.files)
@@ -198,29 +75,16 @@ class FolderImages(torch.utils.data.Dataset):
 
 
 def lecture_dataset(dataset, data_dir, image_size=64):
-    from torchvision import datasets, transforms
     if dataset == "mnist":
+        root = Path(data_dir)
         tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
-        return datasets.MNIST(_mnist_root(data_dir), train=True, transform=tf, download=False)
+        return datasets.MNIST(root.parent if root.name == "MNIST" else root, transform=tf)
     files = helper_data.find_celeba(data_dir)  # the same files the project trains on
     with Image.open(files[0]) as img:
-        width, height = img.size
-    crop = min(round(width * 160 / 178), width, height)  # the lecture's 160 of 178, scaled to this copy
-    tf = transforms.Compose([transforms.CenterCrop((crop, crop)),
-                             transforms.Resize((image_size, image_size)),
-                             transforms.ToTensor(),
-                             transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
-    return FolderImages(files, tf)
-
-
-def _mnist_root(data_dir):
-    root = Path(data_dir)
-    return root.parent if root.name == "MNIST" else root
-
-
-def lecture_loader(dataset, data_dir, batch_size, num_workers):
-    return torch.utils.data.DataLoader(lecture_dataset(dataset, data_dir), batch_size=batch_size,
-                                       shuffle=True, num_workers=num_workers)
+        crop = min(round(img.width * 160 / 178), *img.size)  # the lecture's 160 of 178, scaled
+    return FolderImages(files, transforms.Compose([
+        transforms.CenterCrop((crop, crop)), transforms.Resize((image_size, image_size)),
+        transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]))
 
 
 def lecture_step(gen, disc, opt_g, opt_d, real, latent_dim, log):
@@ -258,288 +122,228 @@ def lecture_step(gen, disc, opt_g, opt_d, real, latent_dim, log):
     log["acc_fake"].append(acc_fake.item())
 
 
-class LectureTrainer:
-    """Loader, models and optimizers of the lecture's loop; `step` trains on one batch."""
+# ---------------------------------------------------------------- the two sides
+# Each has epoch(e) -> batches on the device, step(batch) and finish() (wait for
+# what is pending). Without `train`, step does nothing: the input pipeline alone.
 
-    def __init__(self, loader, cfg, device):
-        self.loader, self.device, self.latent_dim = loader, device, cfg["latent_dim"]
-        torch.manual_seed(cfg["seed"])  # same initial weights as the project side (build_state)
-        gen, disc = build_models(cfg)
-        self.gen, self.disc = gen.to(device), disc.to(device)
-        betas = (cfg["beta1"], 0.999)
-        self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg["lr_gen"], betas=betas)
-        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg["lr_disc"], betas=betas)
-        self.log = {"g_loss": [], "d_loss": [], "acc_real": [], "acc_fake": []}
-        self.options = {"input": f"DataLoader, {loader.num_workers} workers", "precision": "float32",
-                        "adam": "default (foreach on CUDA, per-tensor on CPU)", "sync": "4 x .item() per batch"}
-        if device.type == "cuda":
+class Lecture:
+    """(a): the lecture's DataLoader; with `train`, its networks, plain Adam and lecture_step."""
+
+    def __init__(self, dataset, cfg, device, train):
+        images = lecture_dataset(dataset, cfg["data_dir"])
+        self.loader = torch.utils.data.DataLoader(images, batch_size=cfg["batch_size"], shuffle=True,
+                                                  num_workers=cfg["num_workers"])
+        self.device, self.train, self.latent_dim = device, train, cfg["latent_dim"]
+        if train:
+            torch.manual_seed(cfg["seed"])  # the same initial weights as build_state's
+            self.gen, self.disc = (m.to(device) for m in build_models(cfg))
+            betas = (cfg["beta1"], 0.999)
+            self.opt_g = torch.optim.Adam(self.gen.parameters(), lr=cfg["lr_gen"], betas=betas)
+            self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg["lr_disc"], betas=betas)
+            self.log = {"g_loss": [], "d_loss": [], "acc_real": [], "acc_fake": []}
             torch.backends.cudnn.benchmark = False  # the lecture does not turn it on
 
     def epoch(self, e):
-        return (images for images, _ in self.loader)  # the DataLoader reshuffles on every pass
+        return (x.to(self.device) for x, _ in self.loader)   # the DataLoader reshuffles on every pass
 
-    def step(self, batch):
-        lecture_step(self.gen, self.disc, self.opt_g, self.opt_d, batch.to(self.device),
-                     self.latent_dim, self.log)
+    def step(self, real):
+        if self.train:
+            lecture_step(self.gen, self.disc, self.opt_g, self.opt_d, real, self.latent_dim, self.log)
 
     def finish(self):
-        pass  # every step already waited for its .item()
+        pass   # every step already waited for its .item()
 
 
-# ---------------------------------------------------------------- (b) the project's loop
+class Project:
+    """(b): make_loader's batches; with `train`, build_state, gan_step and train_gan's flushes."""
 
-def project_config(dataset, args):
+    def __init__(self, dataset, cfg, device, train):
+        self.loader = helper_data.make_loader(dataset, cfg, device)
+        self.train, self.cfg, self.pending = train, cfg, []
+        if train:
+            self.state = helper_train.build_state(cfg, device)   # seeded as the lecture side
+            self.autocast = helper_train.autocast_for(cfg, device)
+            torch.backends.cudnn.benchmark = cfg["cudnn_benchmark"]   # as training sets it
+
+    def epoch(self, e):
+        return self.loader.batches(e)
+
+    def step(self, real):
+        if self.train:
+            real = helper_train.prepare_batch(real, self.cfg)
+            self.pending.append(helper_train.gan_step(self.state, real, self.cfg, self.autocast))
+            if len(self.pending) == self.cfg["log_every"]:
+                self.finish()
+
+    def finish(self):
+        """What train_gan's flush costs: one copy to the host, a finiteness check, rows as lists."""
+        if self.pending:
+            values, self.pending = torch.stack(self.pending).cpu(), []
+            if not torch.isfinite(values).all():
+                raise helper_train.RunError("a loss became NaN or infinite during the benchmark")
+            values.tolist()
+
+
+def config(dataset, args):
     """The training script's lecture preset plus what its command line would add."""
     presets = train_mnist_gan.PRESETS if dataset == "mnist" else train_celeba_dcgan.PRESETS
     return {**presets["lecture"], "data_dir": args.data_dir, "batch_size": args.batch_size,
             "num_workers": args.num_workers, "cache_dir": args.cache_dir}
 
 
-class ProjectTrainer:
-    """make_loader's TensorLoader + GANState + gan_step, metrics flushed every LOG_EVERY batches."""
+# ---------------------------------------------------------------- measuring
 
-    def __init__(self, loader, cfg, device):
-        self.loader, self.cfg = loader, cfg
-        self.state = helper_train.build_state(cfg, device)   # seeds, builds, moves, wraps
-        dtype = helper_train.amp_dtype(cfg, device)
-        self.autocast = helper_train.autocast_for(cfg, device)
-        self.options = {"input": type(loader).__name__,
-                        "precision": str(dtype).replace("torch.", "") if dtype is not None else "float32",
-                        "adam": "fused", "channels_last": cfg["channels_last"],
-                        "sync": f"one host copy per {LOG_EVERY} batches"}
-        self.pending = []
-
-    def epoch(self, e):
-        return self.loader.batches(e)
-
-    def step(self, batch):
-        batch = helper_train.prepare_batch(batch, self.cfg)
-        self.pending.append(helper_train.gan_step(self.state, batch, self.cfg, self.autocast))
-        if len(self.pending) == LOG_EVERY:
-            self.finish()
-
-    def finish(self):
-        """What train_gan's flush costs: one copy to the host, a finiteness check, rows as lists."""
-        if not self.pending:
-            return
-        values = torch.stack(self.pending).cpu()
-        if not torch.isfinite(values).all():
-            raise RuntimeError("a loss became NaN or infinite during the benchmark")
-        values.tolist()   # train_gan turns them into CSV rows
-        self.pending = []
+def clock(device):
+    """(wall, CPU time of this process) once the GPU has finished what was queued."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter(), time.process_time()
 
 
-def project_loader(dataset, cfg, device):
-    return helper_data.make_loader(dataset, cfg, device)
-
-
-# ---------------------------------------------------------------- timing
-
-def endless(trainer):
-    """Batches epoch after epoch, so that warm-up + timed batches may exceed one epoch."""
-    e = 0
-    while True:
-        yield from trainer.epoch(e)
-        e += 1
-
-
-def time_batches(trainer, n_warmup, n_timed, device):
-    """(wall, CPU) seconds for n_timed steps, after n_warmup untimed ones from the same stream."""
-    batches = endless(trainer)
-    for _ in range(n_warmup):
-        trainer.step(next(batches))
-    trainer.finish()
+def timed(side, plan, device):
+    """(wall, CPU) seconds of plan["batches"] steps after plan["warmup"] untimed ones. A
+    full epoch starts its iteration inside the clock: it pays for starting DataLoader workers."""
+    stream = itertools.chain.from_iterable(map(side.epoch, itertools.count()))
+    for _ in range(plan["warmup"]):
+        side.step(next(stream))
+    side.finish()
+    if plan["full_epoch"]:
+        stream = side.epoch(1)
     t0 = clock(device)
-    for _ in range(n_timed):
-        trainer.step(next(batches))
-    trainer.finish()
-    seconds = since(t0, device)
-    batches.close()  # stops DataLoader workers now rather than at garbage collection
-    return seconds
+    for batch in itertools.islice(stream, plan["batches"]):
+        side.step(batch)
+    side.finish()
+    t1 = clock(device)
+    return t1[0] - t0[0], t1[1] - t0[1]
 
 
-def time_epoch(trainer, device, n_warmup):
-    """(wall, CPU) seconds for one whole epoch, starting the loader's iteration inside the
-    clock (a real epoch pays for starting its DataLoader workers)."""
-    time_batches(trainer, n_warmup, 0, device)
-    t0 = clock(device)
-    for batch in trainer.epoch(1):
-        trainer.step(batch)
-    trainer.finish()
-    return since(t0, device)
-
-
-class Pipe:
-    """A loader seen as a trainer whose step only moves the batch to the device."""
-
-    def __init__(self, loader, device):
-        self.loader, self.device = loader, device
-        self.options = {"input": type(loader).__name__}
-
-    def epoch(self, e):
-        if isinstance(self.loader, helper_data.TensorLoader):
-            return self.loader.batches(e)
-        return (images for images, _ in self.loader)
-
-    def step(self, batch):
-        batch.to(self.device)
-
-    def finish(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-
-# ---------------------------------------------------------------- measurements
-
-def build(side, dataset, args, device):
-    """A fresh trainer for one repeat (loader and models built inside the memory window)."""
-    cfg = project_config(dataset, args)
-    if side == "lecture":
-        loader = lecture_loader(dataset, args.data_dir, args.batch_size, args.num_workers)
-        return LectureTrainer(loader, cfg, device)
-    return ProjectTrainer(project_loader(dataset, cfg, device), cfg, device)
-
-
-def one_run(side, dataset, kind, args, device, plan):
-    """One timed measurement of one side: {value, wall_s, cpu_s} and the PeakMemory."""
-    with PeakMemory(device) as mem:
-        if kind == "pipeline":
-            cfg = project_config(dataset, args)
-            loader = (lecture_loader(dataset, args.data_dir, args.batch_size, args.num_workers)
-                      if side == "lecture" else project_loader(dataset, cfg, device))
-            trainer = Pipe(loader, device)
+def peak_mb(device, reset=False):
+    """Peak memory in MiB (what it is: memory_kind); with `reset`, a new peak starts now."""
+    if reset:
+        gc.collect()   # what the previous measurement left behind should not count
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
         else:
-            trainer = build(side, dataset, args, device)
-        if plan["full_epoch"]:
-            wall, cpu = time_epoch(trainer, device, plan["warmup"])
-        else:
-            wall, cpu = time_batches(trainer, plan["warmup"], plan["batches"], device)
-        options = trainer.options
-        del trainer
-    return {"value": rate(kind, wall, plan, args.batch_size), "options": options,
-            "cpu_value": rate(kind, cpu, plan, args.batch_size), "wall_s": wall, "cpu_s": cpu}, mem
+            with contextlib.suppress(OSError):   # Linux >= 4.0: VmHWM becomes the current RSS
+                Path("/proc/self/clear_refs").write_text("5")
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / MB
+    for line in _lines("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource   # Unix only, and only needed where /proc is missing
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / MB if sys.platform == "darwin" else peak / 1024   # bytes on macOS, KiB on Linux
 
 
-def rate(kind, seconds, plan, batch_size):
-    """MNIST training: s/epoch (exact for a full epoch, else scaled); the rest: images/s."""
-    if kind == "mnist":
-        return seconds / plan["batches"] * plan["epoch_batches"]
-    return plan["batches"] * batch_size / max(seconds, 1e-9)
+def memory_kind(device):
+    if device.type == "cuda":
+        return "torch.cuda.max_memory_allocated, reset before each measurement"
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return "peak RSS of this process, reset before each measurement; DataLoader workers not included"
+    except OSError:
+        return "peak RSS of this process since it started; DataLoader workers not included"
 
 
-def measure(kind, dataset, args, device, plan, results):
-    """Repeat lecture then project, interleaved; store medians and all values."""
-    key = f"{dataset}_pipeline" if kind == "pipeline" else f"{dataset}_train"
-    unit = "s/epoch" if kind == "mnist" else "images/s"
-    entry = {"unit": unit, "plan": plan, "lecture": _empty(), "project": _empty()}
+def measure(key, plan, args, device, results):
+    """Lecture then project, --repeats times interleaved; medians and all values into results."""
+    dataset, train = key.split("_")[0], key.endswith("_train")
+    unit = "s/epoch" if key == "mnist_train" else "images/s"
+    fields = ("values", "wall_s", "cpu_s", "peak_mem_mb", "mem_increase_mb")
+    entry = {"unit": unit, "plan": plan, **{name: {f: [] for f in fields} for name in ("lecture", "project")}}
     for r in range(args.repeats):
-        for side in ("lecture", "project"):
-            got, mem = one_run(side, dataset, kind, args, device, plan)
-            _record(entry[side], got, mem)
-            print(f"  {key:16s} {side:8s} repeat {r + 1}/{args.repeats}: {got['value']:10.2f} {unit} "
-                  f"({got['wall_s']:.2f} s timed, CPU {got['cpu_s']:.2f} s; peak {mem.peak_mb:.0f} MiB, "
-                  f"+{mem.increase_mb:.0f} MiB)", flush=True)
-    for side in ("lecture", "project"):
-        entry[side]["median"] = statistics.median(entry[side]["values"])
-        entry[side]["cpu_median"] = statistics.median(entry[side]["cpu_values"])
-    a, b = entry["lecture"]["median"], entry["project"]["median"]
+        for name, side_class in (("lecture", Lecture), ("project", Project)):
+            start = peak_mb(device, reset=True)   # loader and models are built inside the window
+            side = side_class(dataset, config(dataset, args), device, train)
+            wall, cpu = timed(side, plan, device)
+            peak = peak_mb(device)
+            del side   # frees its loader and networks before the next measurement
+            value = (wall / plan["batches"] * plan["epoch_batches"] if unit == "s/epoch"
+                     else plan["batches"] * args.batch_size / max(wall, 1e-9))
+            for f, v in zip(fields, (value, wall, cpu, peak, peak - start)):
+                entry[name][f].append(round(v, 4))
+            print(f"  {key:16s} {name:8s} repeat {r + 1}/{args.repeats}: {value:10.2f} {unit} "
+                  f"({wall:.2f} s timed, CPU {cpu:.2f} s; peak {peak:.0f} MiB, +{peak - start:.0f} MiB)",
+                  flush=True)
+    a, b = (statistics.median(entry[name]["values"]) for name in ("lecture", "project"))
+    entry["lecture"]["median"], entry["project"]["median"] = a, b
     entry["ratio_b_over_a"] = b / a
     entry["speedup"] = a / b if unit == "s/epoch" else b / a   # how many times faster b is
     results[key] = entry
 
 
-def _empty():
-    return {"values": [], "cpu_values": [], "wall_s": [], "cpu_s": [],
-            "peak_mem_mb": [], "mem_increase_mb": []}
+def seconds(fn, *args, **kw):
+    t0 = time.perf_counter()
+    fn(*args, **kw)
+    return round(time.perf_counter() - t0, 3)
 
 
-def _record(e, got, mem):
-    e["values"].append(round(got["value"], 4))
-    e["cpu_values"].append(round(got["cpu_value"], 4))   # the same rate from main-process CPU time
-    e["wall_s"].append(round(got["wall_s"], 4))
-    e["cpu_s"].append(round(got["cpu_s"], 4))
-    e["peak_mem_mb"].append(round(mem.peak_mb, 1))
-    e["mem_increase_mb"].append(round(mem.increase_mb, 1))
-    e["memory_kind"] = mem.kind
-    e["options"] = got["options"]
-
-
-def celeba_cache(args, results):
-    """Build (and time) the decoded CelebA cache once, or time loading it if it exists."""
+def setup(args, results):
+    """One-time costs, before any measurement so that none pays for them: reading MNIST
+    for each side; building the decoded CelebA cache (where it is missing, or a fresh one
+    in a temporary folder with --rebuild-cache), then loading it."""
+    if args.only in (None, "pipeline"):
+        results["mnist_setup"] = {"lecture_s": seconds(lecture_dataset, "mnist", args.data_dir),
+                                  "project_s": seconds(helper_data.mnist_uint8, args.data_dir, False)}
+    if args.only == "mnist":
+        return
     files = helper_data.find_celeba(args.data_dir)
-    cache_dir = Path(args.cache_dir)
-    temp = Path(tempfile.mkdtemp(dir=_mkdir(cache_dir))) if args.rebuild_cache else None
-    where = temp or cache_dir
-    path = helper_data.cache_path(files, 64, where)
-    built = not path.exists()
+    folder = files[0].parent   # without --cache-dir: where faces_uint8 puts it for training
+    cache_dir = Path(args.cache_dir or helper_data.default_cache_dir(
+        folder.parent if folder.name == "img_align_celeba" else folder))
+    cache_dir.mkdir(parents=True, exist_ok=True)
     workers = max(1, args.num_workers)  # as make_loader: the build uses the worker count
-    t0 = time.perf_counter()
-    helper_data.faces_uint8(files, 64, where, workers=workers, quiet=True)
-    first = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    helper_data.faces_uint8(files, 64, where, workers=workers, quiet=True)
-    load = time.perf_counter() - t0
-    if temp is not None:
-        shutil.rmtree(temp)
-    results["celeba_cache"] = {"images": len(files), "cache_dir": str(cache_dir),
-                               "build_s": round(first, 3) if built else None,
-                               "load_s": round(load, 3), "build_workers": workers,
-                               "note": "built in this run" if built else
-                               "cache already present: build not timed (use --rebuild-cache)"}
-    msg = f"built in {first:.1f} s" if built else "already built"
-    print(f"  celeba cache     {len(files)} images, {msg}; loads in {load:.2f} s", flush=True)
+    with (tempfile.TemporaryDirectory(dir=cache_dir) if args.rebuild_cache   # same disk as the cache
+          else contextlib.nullcontext(cache_dir)) as where:
+        built = not helper_data.cache_path(files, 64, where).exists()
+        build, load = (seconds(helper_data.faces_uint8, files, 64, where, workers, quiet=True)
+                       for _ in range(2))
+    results["celeba_cache"] = {"images": len(files), "cache_dir": str(cache_dir), "build_workers": workers,
+                               "build_s": build if built else None, "load_s": load}
+    print(f"  celeba cache     {len(files)} images, {f'built in {build:.1f} s' if built else 'present'}; "
+          f"loads in {load:.2f} s", flush=True)
 
 
-def _mkdir(path):
-    Path(path).mkdir(parents=True, exist_ok=True)
-    return path
+# ---------------------------------------------------------------- machine and report
+
+def _lines(path):
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []
 
 
-def mnist_setup(args, results):
-    """One-time cost of reading MNIST for each side (the project reads the IDX file once)."""
-    t0 = time.perf_counter()
-    lecture_dataset("mnist", args.data_dir)
-    a = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    helper_data.mnist_uint8(args.data_dir, download=False)
-    b = time.perf_counter() - t0
-    results["mnist_setup"] = {"lecture_s": round(a, 3), "project_s": round(b, 3)}
+def load_average():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]  # > cores: the machine was shared, numbers are noisy
+    except (AttributeError, OSError):
+        return None
 
 
-# ---------------------------------------------------------------- plans (how many batches)
-
-def plans(args, device, mnist_epoch_batches):
-    """Warm-up and timed batch counts for each measurement."""
-    cuda = device.type == "cuda"
-    warm = 1 if args.quick and not cuda else 2   # a DCGAN step on CPU takes seconds
-    n_mnist = args.batches or (50 if args.quick else mnist_epoch_batches)
-    n_dcgan = args.batches or ({True: 10, False: 2}[cuda] if args.quick else {True: 50, False: 5}[cuda])
-    pipe = args.pipeline_batches
-    return {
-        "mnist": dict(warmup=3, batches=n_mnist, epoch_batches=mnist_epoch_batches,
-                      full_epoch=n_mnist == mnist_epoch_batches),
-        "celeba": dict(warmup=warm, batches=n_dcgan, full_epoch=False),
-        "mnist_pipeline": dict(warmup=2, batches=pipe or (30 if args.quick else 200), full_epoch=False),
-        "celeba_pipeline": dict(warmup=2, batches=pipe or (8 if args.quick else 40), full_epoch=False),
-    }
-
-
-# ---------------------------------------------------------------- report
-
-ROWS = [("mnist_train", "MNIST GAN epoch"), ("celeba_train", "DCGAN training"),
-        ("mnist_pipeline", "MNIST input only"), ("celeba_pipeline", "CelebA input only")]
+def machine_info(device, cores):
+    cpu = next((line.split(":", 1)[1].strip() for line in _lines("/proc/cpuinfo")
+                if line.startswith("model name")), platform.processor() or platform.machine())
+    info = {"cpu": cpu, "cores": cores, "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "python": platform.python_version(), "platform": platform.platform(), "device": str(device),
+            "memory": memory_kind(device), "load_average_start": load_average(),
+            "env": {k: v for k, v in os.environ.items()   # thread settings change CPU timings a lot
+                    if k.startswith(("OMP_", "MKL_", "KMP_", "GOMP_")) or k == "CUDA_VISIBLE_DEVICES"}}
+    if device.type == "cuda":
+        info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda)
+    return info
 
 
 def print_table(results):
     head = (f"{'measurement':18s} {'unit':9s} {'lecture (a)':>12s} {'project (b)':>12s} "
             f"{'b/a':>7s} {'b faster':>9s} {'peak MiB a':>11s} {'peak MiB b':>11s}")
     print("\n" + head + "\n" + "-" * len(head))
-    for key, label in ROWS:
-        if key not in results:
-            continue
+    for key in (k for k in ROWS if k in results):
         e = results[key]
         a, b = e["lecture"], e["project"]
-        print(f"{label:18s} {e['unit']:9s} {a['median']:12.2f} {b['median']:12.2f} "
+        print(f"{ROWS[key]:18s} {e['unit']:9s} {a['median']:12.2f} {b['median']:12.2f} "
               f"{e['ratio_b_over_a']:7.3f} {e['speedup']:8.1f}x "
               f"{max(a['peak_mem_mb']):11.0f} {max(b['peak_mem_mb']):11.0f}")
     if "celeba_cache" in results:
@@ -549,88 +353,79 @@ def print_table(results):
     if "mnist_setup" in results:
         s = results["mnist_setup"]
         print(f"MNIST setup: lecture dataset {s['lecture_s']:.2f} s, project tensor {s['project_s']:.2f} s")
-    kind = next((results[k]["lecture"].get("memory_kind") for k, _ in ROWS if k in results), None)
-    print(f"medians of {results.get('repeats')} repeat(s); memory: {MEMORY_NOTES.get(kind, kind)}")
-
-
-MEMORY_NOTES = {
-    "cuda_max_allocated": "torch.cuda.max_memory_allocated, reset before each measurement",
-    "cpu_peak_rss_reset": "peak RSS of this process (VmHWM reset before each measurement; "
-                          "DataLoader workers not included)",
-    "cpu_peak_rss_since_start": "peak RSS of this process since it started (getrusage; "
-                                "DataLoader workers not included)",
-}
+    print(f"medians of {results['repeats']} repeat(s); memory: {results['machine']['memory']}")
 
 
 # ---------------------------------------------------------------- main
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gan-lecture"
     a = p.add_argument
-    a("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     a("--quick", action="store_true", help="few batches, 1 repeat: about a minute on a 2-core CPU")
     a("--only", choices=["mnist", "celeba", "pipeline"], help="one group of measurements")
-    a("--data-dir", default=str(Path(__file__).resolve().parent.parent / "shared" / "data"),
-      help="folder holding MNIST/raw and celeba/img_align_celeba (default: ../shared/data)")
+    a("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    a("--repeats", type=int, help="repeats of each measurement (default 3, 1 with --quick)")
     a("--batches", type=int, help="timed training batches (default: a full MNIST epoch / "
                                   "5 DCGAN batches on CPU, 50 on CUDA; fewer with --quick)")
-    a("--pipeline-batches", type=int, help="batches read in the input-only measurements")
-    a("--repeats", type=int, help="repeats of each measurement (default 3, 1 with --quick)")
-    a("--num-workers", type=int, default=2, help="DataLoader workers of the lecture's loop (and cache build)")
-    a("--cache-dir", default=str(default_cache), help="decoded CelebA cache (default: %(default)s)")
+    a("--data-dir", default="./data", help="folder holding MNIST/raw and celeba/img_align_celeba")
+    a("--cache-dir", help="decoded CelebA cache (default: the one training uses)")
     a("--rebuild-cache", action="store_true", help="time a fresh CelebA cache build (temporary copy)")
+    a("--num-workers", type=int, default=2, help="DataLoader workers of the lecture's loop (and cache build)")
     a("--batch-size", type=int, default=128, help="the lecture's 128; smaller only for tests")
     a("--threads", type=int, help="torch threads (default: the cores this process may use)")
-    a("--json", default="bench_results.json", help="where the results go")
+    a("--json", default="runs/bench.json", help="where the results go")
     return p
+
+
+def plans(args, device, epoch_batches):
+    """Warm-up and timed batches of each measurement (a DCGAN step on a CPU takes seconds)."""
+    cpu, quick = device.type == "cpu", args.quick
+    n_mnist = args.batches or (50 if quick else epoch_batches)
+    return {"mnist_pipeline": dict(warmup=2, batches=30 if quick else 200),
+            "celeba_pipeline": dict(warmup=2, batches=8 if quick else 40),
+            "mnist_train": dict(warmup=3, batches=n_mnist, epoch_batches=epoch_batches),
+            "celeba_train": dict(warmup=1 if quick and cpu else 2,
+                                 batches=args.batches or [[50, 5], [10, 2]][quick][cpu])}
+
+
+def run_all(args, device, cores):
+    results = {"machine": machine_info(device, cores), "repeats": args.repeats, "settings": vars(args),
+               "precision": {"lecture": "float32", "project": str(helper_train.amp_dtype(
+                   config("mnist", args), device) or torch.float32).replace("torch.", "")}}
+    n_mnist = len(helper_data.mnist_uint8(args.data_dir, download=False)) if args.only != "celeba" else 0
+    print(f"device {device}, {torch.get_num_threads()} threads, {results['machine']['cpu']}, "
+          f"load average {load_average()}", flush=True)
+    if (load_average() or [0])[0] > cores - 0.5:
+        print(f"warning: load average above {cores - 0.5} with {cores} cores: other work is running, "
+              f"timings will be noisy (cpu_s in the JSON is steadier)", flush=True)
+    t0 = time.perf_counter()
+    setup(args, results)
+    for key, plan in plans(args, device, -(-n_mnist // args.batch_size)).items():
+        if args.only in (None, "pipeline" if key.endswith("pipeline") else key.split("_")[0]):
+            plan["full_epoch"] = plan["batches"] == plan.get("epoch_batches")
+            measure(key, plan, args, device, results)
+    results["machine"]["load_average_end"] = load_average()
+    results["total_s"] = round(time.perf_counter() - t0, 1)
+    return results
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    args.repeats = args.repeats or (1 if args.quick else 3)
-    if min(args.repeats, args.batch_size, args.batches or 1, args.pipeline_batches or 1) < 1 \
-            or args.num_workers < 0:
-        sys.exit("error: --repeats, --batches, --pipeline-batches and --batch-size must be >= 1, "
-                 "--num-workers >= 0")
-    torch.set_num_threads(args.threads or cpu_cores())
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    batches = 1 if args.batches is None else args.batches
+    if min(args.repeats, args.batch_size, batches) < 1 or args.num_workers < 0:
+        sys.exit("error: --repeats, --batches and --batch-size must be >= 1, --num-workers >= 0")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(args.threads or cores)
     try:
-        device = pick_device(args.device)
-        results = run_all(args, device)
+        results = run_all(args, pick_device(args.device), cores)
     except (helper_data.DataError, helper_train.RunError) as e:
         sys.exit(f"error: {e}")
     print_table(results)
-    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.json, results)
     print(f"results written to {args.json}")
-
-
-def run_all(args, device):
-    results = {"machine": machine_info(device), "repeats": args.repeats,
-               "settings": {k: v for k, v in vars(args).items()}, "batch_size": args.batch_size}
-    epoch_batches = math.ceil(len(helper_data.mnist_uint8(args.data_dir, download=False))
-                              / args.batch_size) if args.only != "celeba" else 0
-    plan = plans(args, device, epoch_batches)
-    print(f"device {device}, {torch.get_num_threads()} threads, {cpu_model()}, "
-          f"load average {_loadavg()}", flush=True)
-    load = _loadavg()
-    if load and load[0] > cpu_cores() - 0.5:
-        print(f"warning: load average {load[0]} with {cpu_cores()} cores: other work is running, "
-              f"CPU timings will be noisy (the CPU-time columns in the JSON are steadier)", flush=True)
-    t0 = time.perf_counter()
-    if args.only in (None, "pipeline"):
-        mnist_setup(args, results)
-        measure("pipeline", "mnist", args, device, plan["mnist_pipeline"], results)
-    if args.only in (None, "pipeline", "celeba"):
-        celeba_cache(args, results)   # before any CelebA measurement, so none pays for the build
-    if args.only in (None, "pipeline"):
-        measure("pipeline", "celeba", args, device, plan["celeba_pipeline"], results)
-    if args.only in (None, "mnist"):
-        measure("mnist", "mnist", args, device, plan["mnist"], results)
-    if args.only in (None, "celeba"):
-        measure("celeba", "celeba", args, device, plan["celeba"], results)
-    results["machine"]["load_average_end"] = _loadavg()
-    results["total_s"] = round(time.perf_counter() - t0, 1)
-    return results
 
 
 if __name__ == "__main__":
