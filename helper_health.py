@@ -42,6 +42,17 @@ def spread(images):
     return float(images.float().std(dim=0).mean())
 
 
+class HealthMessage(str):
+    """A warning's text, with .step: the batch (metrics.csv step) at which the
+    condition began or ended, for the loss checks; the epoch for the sample
+    check; and .ended: True when it reports a recovery, not a problem."""
+
+    def __new__(cls, text, step, ended):
+        message = super().__new__(cls, text)
+        message.step, message.ended = step, ended
+        return message
+
+
 class _Episode:
     """A condition that starts and ends; reports each change once."""
 
@@ -52,11 +63,11 @@ class _Episode:
         """start: the condition that opens an episode; end: the one that closes it."""
         if start and self.since is None:
             self.since = step
-            return [self.start_msg.format(step=step, **values)]
+            return [HealthMessage(self.start_msg.format(step=step, **values), step, ended=False)]
         if end and self.since is not None:
             msg = self.end_msg.format(step=step, since=self.since, batches=step - self.since, **values)
             self.since = None
-            return [msg]
+            return [HealthMessage(msg, step, ended=True)]
         return []
 
 

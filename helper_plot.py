@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: works on servers with no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
 
 import helper_report  # noqa: E402
@@ -22,11 +23,16 @@ from helper_files import atomic_write, read_events, read_metrics  # noqa: E402
 
 
 def save_grid(images, path, nrow=8):
-    """N x C x H x W in [-1, 1] -> an nrow-wide PNG grid, written at once."""
+    """N x C x H x W in [-1, 1] -> an nrow-wide PNG grid, written at once.
+    Images under 32 px (MNIST's 28) are doubled, pixel for pixel, so that a
+    grid reads at its natural size."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torchvision.utils.save_image(images, path, nrow=nrow, padding=2, normalize=True,
-                                 value_range=(-1, 1))
+    if images.shape[-1] < 32:
+        images = F.interpolate(images.float(), scale_factor=2, mode="nearest")
+    with atomic_write(path) as tmp:
+        torchvision.utils.save_image(images, tmp, nrow=nrow, padding=2, normalize=True,
+                                     value_range=(-1, 1))
 
 
 def epoch_axis(m):
@@ -42,69 +48,99 @@ def running_mean(x, window):
     return np.concatenate([head, (c[window:] - c[:-window]) / window])
 
 
+def smoothing(m, window):
+    """The running-mean window actually used: at most a tenth of the run, so short runs still show a trend."""
+    return max(1, min(window, len(m["step"]) // 10))
+
+
 def plot_losses(run_dir, m, window):
-    x = epoch_axis(m)
+    x, window = epoch_axis(m), smoothing(m, window)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for key, color, label in (("g_loss", "C0", "generator"), ("d_loss", "C1", "discriminator")):
         ax.plot(x, m[key], color=color, alpha=0.25, lw=0.6)
-        ax.plot(x, running_mean(m[key], window), color=color, lw=1.5,
-                label=f"{label} (running mean of {window} batches)")
+        ax.plot(x, running_mean(m[key], window), color=color, lw=1.5, label=label)
     _mark_warnings(ax, run_dir, x, m)
-    ax.set(xlabel="epoch", ylabel="loss", title="GAN losses per batch")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.set(xlabel="epoch", ylabel="loss",
+           title=f"GAN losses per batch (lines: running mean of {window} batches)")
+    _legend_above(ax)
     _save(fig, Path(run_dir) / "loss.png")
 
 
+def _legend_above(ax):
+    """The legend in a row above the axes, where it covers no curve."""
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.07), ncol=3, fontsize=8, frameon=False)
+
+
 def _mark_warnings(ax, run_dir, x, m):
-    """Health-monitor warnings as red ticks on the loss plot."""
-    steps = [e["step"] for e in read_events(run_dir, "warning")]
-    for i, step in enumerate(steps):
-        at = np.searchsorted(m["step"], step - 1)
-        if at < len(x):
-            ax.axvline(x[at], color="red", alpha=0.4, lw=0.8,
-                       label="health warning" if i == 0 else None)
+    """Health-monitor warnings as red lines at the batch each one names
+    (recoveries in green), so a reader can match them with the curves."""
+    for kind, color in ((False, "red"), (True, "green")):
+        steps = [e["step"] for e in read_events(run_dir, "warning") if e.get("ended", False) == kind]
+        at = np.searchsorted(m["step"], steps)
+        at = at[at < len(x)]
+        for i, j in enumerate(at):
+            ax.axvline(x[j], color=color, alpha=0.5, lw=0.8,
+                       label=("recovery" if kind else "health warning (events.jsonl)") if i == 0 else None)
 
 
 def plot_accuracy(run_dir, m, window):
-    x = epoch_axis(m)
+    x, window = epoch_axis(m), smoothing(m, window)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.plot(x, running_mean(m["d_acc_real"], window), label="D accuracy on real")
     ax.plot(x, running_mean(m["d_acc_fake"], window), label="D accuracy on fake")
+    ax.axhline(0.5, color="grey", lw=0.6, ls=":")
     ax.set(xlabel="epoch", ylabel="accuracy", ylim=(-0.02, 1.02),
-           title=f"discriminator accuracy (running mean of {window} batches)")
-    ax.legend(fontsize=8)
+           title=f"discriminator accuracy (running mean of {window} batches; 0.5: can't tell)")
+    _legend_above(ax)
     _save(fig, Path(run_dir) / "accuracy.png")
 
 
 def plot_progress(run_dir, max_panels=6):
-    """Fixed-noise grids at evenly spaced epochs, side by side."""
+    """Fixed-noise grids at evenly spaced epochs, three to a row."""
     grids = sorted((Path(run_dir) / "grids").glob("epoch_*.png"))
     if not grids:
         return
     pick = sorted({round(i) for i in np.linspace(0, len(grids) - 1, min(max_panels, len(grids)))})
     side_by_side([grids[i] for i in pick], [f"epoch {int(grids[i].stem[6:])}" for i in pick],
-                  Path(run_dir) / "progress.png")
+                  Path(run_dir) / "progress.png", per_row=3)
+
+
+EVAL_NAMES = {"fid": "classifier FID (lower is better)", "inception_score": "Inception Score (higher)",
+              "min_class_share": "rarest class share (0.1 = balanced)", "swd_mean": "SWD x 1e3 (lower)",
+              "ms_ssim": "MS-SSIM among samples (lower: more varied)"}
 
 
 def plot_eval(run_dir):
+    """The sample-quality scores over training, one panel each (the main ones, by name)."""
     evals = read_events(run_dir, "eval")
-    keys = [k for k in (evals[0] if evals else {}) if isinstance(evals[0][k], float)]
+    keys = [k for k in EVAL_NAMES if evals and isinstance(evals[0].get(k), float)]
     if not keys:
         return
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         ax.plot([e["epoch"] for e in evals], [e[key] for e in evals], marker="o")
-        ax.set(xlabel="epoch", title=key)
+        ax.set(xlabel="epoch", title=EVAL_NAMES[key])
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+        ax.title.set_fontsize(9)
     _save(fig, Path(run_dir) / "eval.png")
 
 
-def side_by_side(paths, titles, out):
-    fig, axes = plt.subplots(1, len(paths), figsize=(3 * len(paths), 3.3), squeeze=False)
-    for ax, p, t in zip(axes[0], paths, titles):
-        ax.imshow(plt.imread(p))
-        ax.set_title(t, fontsize=10)
+def side_by_side(paths, titles, out, per_row=4):
+    """Images with a title each, at their own pixel size (a grid stays readable), per_row to a row."""
+    images = [plt.imread(p) for p in paths]
+    rows, cols = -(-len(images) // per_row), min(per_row, len(images))
+    h, w = max(i.shape[0] for i in images), max(i.shape[1] for i in images)
+    dpi = 100
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * w / dpi, rows * (h + 30) / dpi),
+                             squeeze=False, dpi=dpi)
+    for ax in axes.flat:
         ax.axis("off")
-    _save(fig, out)
+    for ax, image, title in zip(axes.flat, images, titles):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=1 - 30 / (h + 30) / rows * 0.9, wspace=0.02,
+                        hspace=30 / h)
+    _save(fig, out, tight=False)
 
 
 def _save(fig, path, tight=True):

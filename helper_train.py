@@ -151,7 +151,7 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
         info = {"epoch": epoch, "step": state.step, "seconds": round(seconds, 3)}
         if health is not None:
             for msg in health.check_samples(samples, epoch):
-                log.warn(msg, step=state.step, epoch=epoch)
+                log.warn(msg, step=state.step - 1, epoch=epoch)
             info["spread_ratio"] = round(health.last_ratio, 4)
         if evaluator is not None and cfg["eval_every"] and epoch % cfg["eval_every"] == 0:
             scores = evaluator(state.sampler())
@@ -222,7 +222,7 @@ def log_rows(values, state, log, health):
     if log is not None:
         log.rows(rows)
         for msg in health.update(rows) if health is not None else []:
-            log.warn(msg, step=state.step, epoch=state.epoch + 1)
+            log.warn(msg, step=msg.step, epoch=state.epoch + 1)
     if not len(bad):
         return rows, None
     kept = (f"the last good checkpoint (end of epoch {state.epoch}) and the plots are kept"
@@ -514,10 +514,11 @@ class MetricsLog:
             f.write(json.dumps(json_safe(fields)) + "\n")
 
     def warn(self, message, step, epoch):
-        print(f"warning: {message}", flush=True)
-        self.event(event="warning", message=message, step=step, epoch=epoch)
-        if self.tb:   # at the last logged batch (step counts the batches done)
-            self.tb.text("health", message, max(step - 1, 0))
+        """A HealthMessage about batch `step` (its metrics.csv step)."""
+        print(f"{'recovered' if message.ended else 'warning'}: {message}", flush=True)
+        self.event(event="warning", message=str(message), step=step, epoch=epoch, ended=message.ended)
+        if self.tb:
+            self.tb.text("health", message, step)
 
     def epoch(self, samples, **fields):
         """The end-of-epoch event; TensorBoard also gets its time and the fixed-noise grid."""

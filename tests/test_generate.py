@@ -15,7 +15,8 @@ from helper_data import to_float
 from helper_train import load_generator
 from models import sample, samples_of
 
-CELL = 30          # a 28 x 28 MNIST image and its 2 px of padding
+CELL = 58          # a 28 x 28 MNIST image, doubled by save_grid, and its 2 px of padding
+GIF_CELL = 30      # GIF frames keep the images' own size
 
 
 def gen_main(argv, capsys):
@@ -30,10 +31,10 @@ def one_line_error(code, err, expected_code, *needles):
         assert n in lines[-1], (n, lines[-1])
 
 
-def cell(grid, row, col, size=28):
-    """One image of a grid PNG (H x W x 3 uint8), padding 2."""
+def cell(grid, row, col, size=56):
+    """One image of a grid PNG (H x W x 3 uint8), padding 2, undoubled to 28 x 28."""
     y, x = 2 + row * (size + 2), 2 + col * (size + 2)
-    return grid[y:y + size, x:x + size]
+    return grid[y:y + size:2, x:x + size:2]
 
 
 def as_png_pixels(images):
@@ -114,7 +115,7 @@ def test_interpolation_gif_ping_pongs(mnist_run, tmp_path, capsys):
     frames = []
     with Image.open(tmp_path / "walk.gif") as gif:
         assert gif.n_frames == 2 * steps - 2 and gif.info["loop"] == 0      # forever
-        assert gif.size == (pairs * CELL + 2, CELL + 2)                     # every pair in one frame
+        assert gif.size == (pairs * GIF_CELL + 2, GIF_CELL + 2)             # every pair in one frame
         for f in range(gif.n_frames):
             gif.seek(f)
             frames.append(np.asarray(gif.convert("L")).astype(int))

@@ -175,7 +175,7 @@ def test_run_folder_contents(mnist_run):
     for f in RUN_FILES:
         assert (mnist_run / f).is_file(), f
     assert not list(mnist_run.rglob("*.tmp*"))
-    assert png_array(mnist_run / "grids" / "epoch_001.png").shape == (242, 242, 3)   # 8 x 8 grid of 28 px
+    assert png_array(mnist_run / "grids" / "epoch_001.png").shape == (466, 466, 3)   # 8 x 8 grid of 28 px, doubled
     assert (png_array(mnist_run / "final_grid.png") == png_array(mnist_run / "grids" / "epoch_002.png")).all()
     cfg = json.loads((mnist_run / "config.json").read_text())
     assert cfg["batch_size"] == 16 and cfg["epochs"] == 2 and cfg["model"] == "fc"
