@@ -11,12 +11,13 @@ import math
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 import helper_plot
-from helper_data import DataError, make_loader
+from helper_data import DataError, hms, make_loader
 from helper_eval import make_evaluator
 from helper_files import atomic_write, json_safe
 from helper_augment import parse_policy
@@ -24,7 +25,7 @@ from helper_health import HealthMonitor
 from helper_losses import LOSS_DEFAULTS, LOSSES
 from helper_tensorboard import TensorBoardMissing
 from helper_tensorboard import require as require_tensorboard
-from helper_train import RunError, build_state, load_checkpoint, train_gan
+from helper_train import RunError, amp_dtype, build_state, load_checkpoint, train_gan
 from models import num_doublings
 
 # The defaults both scripts share (running a run, and the loss: the lecture's BCE);
@@ -187,6 +188,7 @@ def check_config(cfg):
 
 def run(cfg, given):
     """Train one run as configured; bad input ends with one clear line and exit code 2."""
+    started = time.time()
     try:
         rank, world, local = dist_setup()
         device = pick_device(cfg["device"], local)
@@ -196,6 +198,7 @@ def run(cfg, given):
         real = next(iter(loader.batches(0))).float().cpu()
         if rank == 0:
             write_run_dir(run_dir, cfg, world, device)
+            print_header(cfg, min(len(loader), cfg["max_batches"] or len(loader)), device, world)
             helper_plot.save_grid(real[:64], run_dir / "reals.png")
         state = build_state(cfg, device, ckpt, rank, world)
         if ckpt is not None and rank == 0:
@@ -216,7 +219,9 @@ def run(cfg, given):
     if status == "interrupted":
         exit_with(f"stopped; continue with: --resume --out {cfg['out']}", 130)
     if rank == 0:
-        print(f"done: {run_dir} (plots, grids/, checkpoint.pt)")
+        print(f"{'stopped at the time budget' if status == 'time_budget' else 'done'} after "
+              f"{hms(time.time() - started)}: open {run_dir / 'report.html'} (plots, progress.gif, "
+              f"grids/); more epochs: --resume --out {run_dir} --epochs N")
 
 
 def one_line(error):
@@ -321,4 +326,18 @@ def write_run_dir(out, cfg, world, device):
             "batch_per_process": cfg["batch_size"] // world}
     with atomic_write(out / "config.json") as tmp:
         tmp.write_text(json.dumps(json_safe(info), indent=2) + "\n")
-    print("config:", json.dumps(json_safe(info), indent=None), flush=True)
+
+
+MODEL_NAMES = {"fc": "fully connected GAN", "dcgan": "DCGAN"}
+
+
+def print_header(cfg, batches, device, world):
+    """What is trained, where, and on what: a few readable lines (config.json has the rest)."""
+    amp = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype(cfg, device)]
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    extras = [f"{k} {cfg[k]}" for k in ("loss", "n_critic", "diffaug", "r1") if cfg[k] != COMMON_DEFAULTS[k]]
+    print(f"{MODEL_NAMES[cfg['model']]} on {cfg['dataset']} (preset {cfg['preset']}{', ' if extras else ''}"
+          f"{', '.join(extras)}): {cfg['epochs']} epochs of {batches} batches of {cfg['batch_size']}"
+          + (" (resumed)" if cfg["resume"] else ""))
+    print(f"device {device}{threads}, {world} process{'es' if world > 1 else ''}, autocast {amp}; "
+          f"run folder {cfg['out']} (settings in config.json)", flush=True)

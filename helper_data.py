@@ -66,27 +66,31 @@ class DataError(Exception):
 
 
 class Progress:
-    """A one-line progress report: done/total, rate, elapsed and time left."""
+    """Progress lines for a long job: a text, the time elapsed and the time
+    left (from the rate so far), at most one line every `every_s` seconds."""
 
-    def __init__(self, total, label, every_s=2.0, stream=sys.stdout, deadline=None):
-        self.total, self.label, self.every_s, self.stream = total, label, every_s, stream
+    def __init__(self, total, every_s=2.0, stream=sys.stdout, deadline=None):
+        self.total, self.every_s, self.stream = total, every_s, stream
         self.start = self.last = time.time()
         self.deadline = deadline  # a time budget's end (time.time()), if any
 
-    def update(self, done, extra="", force=False):
+    def update(self, done, text, force=False):
+        """done: units finished of `total`; force: print even if a line was printed recently."""
         now = time.time()
         if not force and now - self.last < self.every_s:
             return
         self.last = now
-        elapsed = now - self.start
+        print(f"{text} | {self.times(done)}", file=self.stream, flush=True)
+
+    def times(self, done):
+        elapsed = time.time() - self.start
         left = elapsed / done * (self.total - done) if done else float("nan")
         if self.deadline is not None:
-            left = min(left, max(0.0, self.deadline - now))
-        print(f"{self.label} {done}/{self.total} {extra} elapsed {_hms(elapsed)} "
-              f"left {_hms(left)}", file=self.stream, flush=True)
+            left = min(left, max(0.0, self.deadline - time.time()))
+        return f"{hms(elapsed)} elapsed, {hms(left)} left"
 
 
-def _hms(seconds):
+def hms(seconds):
     if seconds != seconds:  # NaN: nothing done yet
         return "?"
     m, s = divmod(int(seconds), 60)
@@ -602,7 +606,7 @@ def _pid_running(pid):
 def _decode_into(files, size, tmp, workers, quiet, name, crop="celeba"):
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                     shape=(len(files), 3, size, size))
-    progress = Progress(len(files), f"caching images into {name}:", stream=sys.stderr)
+    progress = Progress(len(files), stream=sys.stderr)
     kept, bad = 0, []
     jobs = ((f, size, crop) for f in files)
     with Pool(max(1, workers)) if workers > 0 else _Serial() as pool:
@@ -614,7 +618,7 @@ def _decode_into(files, size, tmp, workers, quiet, name, crop="celeba"):
                 out[kept] = arr.transpose(2, 0, 1)
                 kept += 1
             if not quiet:
-                progress.update(i + 1)
+                progress.update(i + 1, f"caching images into {name}: {i + 1}/{len(files)}")
     if kept == 0:
         del out
         raise DataError(f"none of the {len(files)} images in {files[0].parent} could be read "
@@ -624,7 +628,7 @@ def _decode_into(files, size, tmp, workers, quiet, name, crop="celeba"):
     if bad:  # rewrite without the unused tail (read it all first: np.save truncates the file)
         np.save(tmp, np.load(tmp)[:kept])
     if not quiet:
-        progress.update(len(files), force=True)
+        progress.update(len(files), f"cached {len(files)} images into {name}", force=True)
 
 
 class _Serial:

@@ -122,9 +122,10 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
                   host=platform.node(), device=str(device), torch=torch.__version__)
     per_epoch = min(len(loader), cfg["max_batches"] or len(loader))
     budget, start, last_epoch_s = cfg["time_budget"] * 60, time.time(), 0.0
-    progress = Progress((cfg["epochs"] - state.epoch) * per_epoch - state.batch, "step",
+    progress = Progress((cfg["epochs"] - state.epoch) * per_epoch - state.batch, every_s=10,
                         deadline=start + budget if budget else None)
     first_step, pending = state.step, []   # pending: per-batch values not yet on the host
+    epoch_sum = torch.zeros(5)             # G, D, acc real, acc fake, batches: this epoch's means
 
     def flush():
         """Copy the pending values to the host in one transfer and log them.
@@ -136,12 +137,13 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
         if world > 1:   # every rank logs the same means, so all stop together on NaN
             torch.distributed.all_reduce(values)
             values /= world
-        rows, message = log_rows(values.cpu(), state, log, health)
-        if message is None and main:
-            g, d, acc_real, acc_fake = values.mean(0).tolist()
-            progress.update(state.step - first_step, force=True, extra=(
-                f"| epoch {state.epoch + 1}/{cfg['epochs']} batch {state.batch}/{per_epoch} | "
-                f"G {g:.3f} D {d:.3f} | D acc real {acc_real:.2f} fake {acc_fake:.2f} |"))
+        values = values.cpu()
+        rows, message = log_rows(values, state, log, health)
+        epoch_sum.add_(torch.cat([values.sum(0), torch.tensor([float(len(values))])]))
+        if message is None and main:   # at most a line every 10 s; the run's first batch at once
+            progress.update(state.step - first_step, f"epoch {state.epoch + 1}/{cfg['epochs']} batch "
+                            f"{state.batch}/{per_epoch} | {means(values.mean(0))}",
+                            force=len(rows) == state.step - first_step)
         return None if message is None else "diverged"
 
     def end_epoch(seconds):
@@ -162,6 +164,9 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
         save_checkpoint(state.state_dict(cfg), run_dir / "checkpoint.pt")
         if epoch % cfg["plot_every"] == 0:
             helper_plot.plot_run(run_dir)
+        print(f"epoch {epoch}/{cfg['epochs']} in {seconds:.1f} s | {means(epoch_sum[:4] / epoch_sum[4])} | "
+              f"{progress.times(state.step - first_step)}", flush=True)
+        epoch_sum.zero_()
 
     status = None
     try:
@@ -177,7 +182,9 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
                     pending.append(gan_step(state, prepare_batch(real, cfg), cfg, autocast))
                     state.batch += 1
                     # Under torchrun every rank must reach the same flushes: stop only at full ones.
-                    if len(pending) == cfg["log_every"] or (world == 1 and stop.requested):
+                    # The run's first batch is flushed at once, so a slow run shows life early.
+                    if (len(pending) == cfg["log_every"] or state.step == first_step + 1
+                            or (world == 1 and stop.requested)):
                         status = flush()
                         if status is None and any_rank(stop.requested, world, device):
                             status = "interrupted"
@@ -196,6 +203,12 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
             log.close()
             helper_plot.plot_run(run_dir)
     return status or "finished"
+
+
+def means(values):
+    """'G 1.234 D 0.567 | D acc real 0.81 fake 0.77' from a 4-vector of means."""
+    g, d, acc_real, acc_fake = values.tolist()
+    return f"G {g:.3f} D {d:.3f} | D acc real {acc_real:.2f} fake {acc_fake:.2f}"
 
 
 def end_run(status, state, cfg, run_dir, log):

@@ -141,10 +141,10 @@ def test_generate_png_grid(mnist_run, tmp_path, capsys):
     code, _, _ = gen_main([mnist_run, "--num", 10, "--out", out], capsys)
     assert code == 0
     with Image.open(out) as im:
-        assert im.format == "PNG" and im.size == (8 * 30 + 2, 2 * 30 + 2)   # 10 images, 8 per row
+        assert im.format == "PNG" and im.size == (8 * 58 + 2, 2 * 58 + 2)   # 10 images (doubled), 8 per row
     code, _, _ = gen_main([mnist_run, "--num", 6, "--nrow", 3, "--out", tmp_path / "y.png"], capsys)
     with Image.open(tmp_path / "y.png") as im:
-        assert code == 0 and im.size == (3 * 30 + 2, 2 * 30 + 2)
+        assert code == 0 and im.size == (3 * 58 + 2, 2 * 58 + 2)
 
 
 def test_generate_uses_the_ema_generator(mnist_run, tmp_path, capsys):
@@ -215,7 +215,7 @@ def test_mnist_script_end_to_end(mnist_root, tmp_path):
     out = tmp_path / "run"
     p = run_script("train_mnist_gan.py", *mnist_argv(mnist_root, out, epochs=1))
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "done:" in p.stdout and "Traceback" not in p.stderr
+    assert "done after" in p.stdout and "Traceback" not in p.stderr
     for f in ("metrics.csv", "checkpoint.pt", "loss.png", "final_grid.png", "grids/epoch_001.png"):
         assert (out / f).is_file(), f
     assert load_ckpt(out)["epoch"] == 1
@@ -238,7 +238,7 @@ def test_celeba_script_end_to_end(celeba_root, tmp_path):
     out, cache = tmp_path / "run", tmp_path / "cache"
     p = run_script("train_celeba_dcgan.py", *dcgan_argv(celeba_root, out, cache, epochs=1))
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "done:" in p.stdout and "Traceback" not in p.stderr
+    assert "done after" in p.stdout and "Traceback" not in p.stderr
     ckpt = load_ckpt(out)
     assert ckpt["config"]["model"] == "dcgan" and ckpt["epoch"] == 1
     assert len(list(cache.glob("faces_64px_16_*.npy"))) == 1     # 16 train images, valid/test left out
