@@ -1,16 +1,15 @@
 """Train each training variant at the same budget with several seeds, score
 the results offline (evaluate.py's metrics) and write a table.
 
-    python ablate.py --data-dir ../shared/data --minutes 2 --seeds 1 2
-    python ablate.py --data-dir ../shared/data --epochs 100 --variants lecture
-    python ablate.py --dataset celeba --data-dir ../shared/data --minutes 10 --variants lecture best
+    python ablate.py --data-dir ./data --minutes 2 --seeds 1 2
+    python ablate.py --data-dir ./data --epochs 100 --variants lecture
+    python ablate.py --dataset celeba --data-dir ./data --minutes 10 --variants lecture best
 
 Every run is an ordinary training run (`OUT/VARIANT/seedN/`), one after the
 other so they do not share the CPU. The table goes to OUT/ablation.md and
 OUT/ablation.json; OUT/lecture_vs_best.png shows both presets' final grids.
 """
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -19,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from helper_eval import Reference
-from helper_files import read_events
-from helper_plot import side_by_side
+from helper_files import read_events, write_json
+from helper_plot import compare, side_by_side
 from helper_train import load_generator
 from models import samples_of
 
@@ -34,6 +33,12 @@ VARIANTS = {
         "wide": ["--g-hidden", "256,512,1024", "--d-hidden", "512,256", "--slope", "0.2",
                  "--dropout", "0", "--batch-size", "64"],
         "best": ["--preset", "best"],
+        # beyond the lecture's loss, on top of the best preset (no label smoothing: BCE only)
+        "best_hinge_sn": ["--preset", "best", "--label-smoothing", "0", "--loss", "hinge",
+                          "--spectral-norm"],
+        "best_wgan_gp": ["--preset", "best", "--label-smoothing", "0", "--loss", "wgan-gp"],
+        "best_r1": ["--preset", "best", "--r1", "0.1"],
+        "best_diffaug": ["--preset", "best", "--diffaug", "translation,cutout"],
     },
     "celeba": {
         "lecture": [],
@@ -41,6 +46,10 @@ VARIANTS = {
         "ema": ["--ema-decay", "0.999"],
         "dcgan_init": ["--init", "dcgan"],
         "best": ["--preset", "best"],
+        "best_hinge_sn": ["--preset", "best", "--loss", "hinge", "--spectral-norm"],
+        "best_wgan_gp": ["--preset", "best", "--loss", "wgan-gp", "--n-critic", "2"],
+        "best_diffaug": ["--preset", "best", "--diffaug", "color,translation,cutout"],
+        "best_r1": ["--preset", "best", "--r1", "0.2"],
     },
 }
 HERE = Path(__file__).resolve().parent
@@ -55,6 +64,8 @@ def train(dataset, variant, seed, args):
            "--data-dir", args.data_dir, "--out", str(out), "--seed", str(seed),
            "--epochs", str(args.epochs), "--time-budget", str(args.minutes),
            "--overwrite", "--log-every", "200", "--plot-every", "1000", *args.extra]
+    if args.cache_dir:
+        cmd += ["--cache-dir", args.cache_dir]
     if args.max_batches:
         cmd += ["--max-batches", str(args.max_batches)]
     print(f"--- {variant} seed {seed}: {' '.join(cmd[1:])}", flush=True)
@@ -99,13 +110,14 @@ def markdown(rows, keys, header):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=["mnist", "celeba"], default="mnist")
-    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--data-dir", default="./data", help="dataset root (default: ./data)")
     p.add_argument("--out", default="runs/ablation")
     p.add_argument("--variants", nargs="+", help="default: all of the dataset's variants")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     p.add_argument("--epochs", type=int, default=1000, help="epochs per run (with --minutes: at most)")
     p.add_argument("--minutes", type=float, default=0, help="training time per run (0: epochs only)")
     p.add_argument("--max-batches", type=int, default=0)
+    p.add_argument("--cache-dir", help="decoded-image cache of the training runs (default: theirs)")
     p.add_argument("--num", type=int, default=10000, help="samples scored per run")
     p.add_argument("--skip-training", action="store_true", help="score existing runs only")
     p.add_argument("--quiet", action="store_true", help="hide the training output")
@@ -118,7 +130,7 @@ def main(argv=None):
     run_dirs = {v: [Path(args.out) / v / f"seed{s}" if args.skip_training else train(args.dataset, v, s, args)
                     for s in args.seeds] for v in variants}
     _, first = load_generator(next(iter(run_dirs.values()))[0])   # the data as the runs saw it
-    ref = Reference({**first, "data_dir": args.data_dir}, min(args.num, 5000))
+    ref = Reference({**first, "data_dir": args.data_dir, "cache_dir": args.cache_dir}, min(args.num, 5000))
     results = {v: [score(d, ref, args.num) for d in dirs] for v, dirs in run_dirs.items()}
     keys = KEYS[args.dataset]
     rows = summarize(results, keys)
@@ -129,8 +141,9 @@ def main(argv=None):
     print(table)
     out = Path(args.out)
     (out / "ablation.md").write_text(table)
-    (out / "ablation.json").write_text(json.dumps({"rows": rows, "runs": results,
-                                                   "args": vars(args)}, indent=2))
+    write_json(out / "ablation.json", {"rows": rows, "runs": results, "args": vars(args)})
+    # one figure and page: every variant's first seed, curves, scores and final grids
+    compare([run_dirs[v][0] for v in variants], out / "compare", labels=variants)
     if {"lecture", "best"} <= set(variants):
         seed = args.seeds[0]
         side_by_side([out / v / f"seed{seed}" / "final_grid.png" for v in ("lecture", "best")],
