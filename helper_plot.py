@@ -3,8 +3,8 @@
 
     python helper_plot.py runs/mnist_gan
 """
+import argparse
 import shutil
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -131,11 +131,13 @@ def plot_run(run_dir, window=100):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or not Path(argv[0]).is_dir():
-        sys.exit("usage: python helper_plot.py RUN_DIR  (a run folder holding metrics.csv)")
-    for p in plot_run(argv[0]):
-        print(p)
+    p = argparse.ArgumentParser(description="Redraw the plots of a run folder from its files.")
+    p.add_argument("run_dir", help="a run folder (holding metrics.csv)")
+    run_dir = Path(p.parse_args(argv).run_dir)
+    if not (run_dir / "metrics.csv").is_file():
+        p.error(f"{run_dir} is not a run folder (no metrics.csv there)")
+    for path in plot_run(run_dir):
+        print(path)
 
 
 if __name__ == "__main__":
