@@ -12,13 +12,13 @@ are printed as the floor. `--inception` adds Inception FID through torchmetrics
 when its weights can be had (an optional extra), else it says why not.
 """
 import argparse
-import json
 import sys
 
 import helper_eval
 from helper_cli import pick_device
 from helper_data import DataError
 from helper_eval import Reference
+from helper_files import check_output_file, write_json
 from helper_train import RunError, load_generator
 from models import samples_of
 
@@ -46,6 +46,13 @@ def main(argv=None):
     p.add_argument("--json", help="also write the scores to this JSON file")
     p.add_argument("--inception", action="store_true", help="add Inception FID (needs torchmetrics + weights)")
     args = p.parse_args(argv)
+    if args.num is not None and args.num < 1:
+        p.error(f"--num must be >= 1, not {args.num}")
+    if args.json:   # checked before the evaluation: a result that cannot be saved is lost
+        try:
+            check_output_file(args.json, "--json")
+        except RunError as e:
+            p.error(str(e))
     try:
         gen, cfg = load_generator(args.run, pick_device(args.device))
         cfg = {**cfg, "data_dir": args.data_dir or cfg["data_dir"]}
@@ -61,8 +68,10 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     print_table(result)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        try:
+            write_json(args.json, result)
+        except OSError as e:
+            sys.exit(f"error: cannot write {args.json}: {e.strerror}")
 
 
 def print_table(result):

@@ -35,6 +35,7 @@ from torchvision.utils import make_grid
 from helper_cli import pick_device
 from helper_data import IDX_SETS, DataError, dataset_images
 from helper_eval import load_mnist_classifier
+from helper_files import check_output_file
 from helper_explore import interpolation_frames, interpolation_noise, nearest, nearest_grid, truncation_rows
 from helper_plot import save_grid
 from helper_report import save_gif
@@ -46,7 +47,7 @@ DEFAULT_OUT = {None: "samples.png", "interpolate": "interpolation.png",
                "truncation": "truncation.png", "nearest": "nearest.png"}
 SUFFIXES = {None: (".png", ".pt"), "interpolate": (".png", ".gif"),
             "truncation": (".png",), "nearest": (".png",)}
-GRID_LIMIT = 10_000      # images in one picture
+GRID_LIMIT = 1024      # images in one picture
 STEPS = 8                # --interpolate: points per walk, both ends included
 GIF_SECONDS = 0.12       # per frame; the ping-pong loop has no pause at its turns
 
@@ -101,7 +102,7 @@ def flag_problem(a):
         return f"--out must end in {' or '.join(SUFFIXES[a.mode])} here, not {Path(a.out).name!r}"
     n = grid_size(a)
     if suffix in (".png", ".gif") and n > GRID_LIMIT:
-        return (f"a grid of {n:,} images is too many (at most {GRID_LIMIT:,}): lower "
+        return (f"a grid of {n:,} images is too many (at most {GRID_LIMIT}): lower "
                 f"{'--interpolate or --steps' if a.mode == 'interpolate' else '--num'}")
     return None
 
@@ -126,14 +127,12 @@ def output_path(p, args):
     that exists without --force."""
     run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
     out = Path(args.out) if args.out else run_dir / DEFAULT_OUT[args.mode]
-    if out.is_dir():
-        p.error(f"--out {out} is a folder: name a file")
+    try:
+        check_output_file(out, "--out")   # a folder in its place, a folder we cannot write to
+    except RunError as e:
+        p.error(str(e))
     if out.exists() and not args.force:
         p.error(f"{out} exists: pass --force to overwrite it")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        p.error(f"cannot create the folder for --out {out}: {e.strerror or e}")
     return out
 
 

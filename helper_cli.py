@@ -3,11 +3,14 @@ flags and presets, validation, the run folder's rules, devices and torchrun.
 
 A script declares its presets (every default lives there) and its own flags,
 then calls `parse_config` and `run`. Bad input ends in one line on stderr and
-exit code 2; nothing is written before the input has been checked.
+exit code 2; nothing is written before the input has been checked. A run holds
+its folder's lock (helper_files.RunLock) from before it reads the folder until
+it ends, so two processes never write one run.
 """
 import argparse
+import contextlib
+import errno
 import json
-import math
 import os
 import shutil
 import sys
@@ -19,14 +22,13 @@ import torch
 import helper_plot
 from helper_data import DataError, hms, make_loader
 from helper_eval import make_evaluator
-from helper_files import atomic_write, json_safe
 from helper_augment import parse_policy
+from helper_files import RunLock, append_event, atomic_write, json_safe, plain
 from helper_health import HealthMonitor
 from helper_losses import LOSS_DEFAULTS, LOSSES
 from helper_tensorboard import TensorBoardMissing
 from helper_tensorboard import require as require_tensorboard
-from helper_train import RunError, amp_dtype, build_state, load_checkpoint, train_gan
-from models import num_doublings
+from helper_train import RunError, amp_dtype, build_state, check_config, load_checkpoint, train_gan
 
 # The defaults both scripts share (running a run, and the loss: the lecture's BCE);
 # each script's presets add the rest.
@@ -37,9 +39,14 @@ COMMON_DEFAULTS = dict(seed=1, device="auto", num_workers=2, input_path="tensor"
                        loss="bce", beta2=0.999, n_critic=1, clip=0.01, gp_weight=10.0,
                        spectral_norm=False, r1=0.0, diffaug="")
 # Flags that may change when a run is resumed; everything else comes from the run's config.
+# The learning rates and --amp too: the way to continue after a divergence.
 RESUMABLE = {"epochs", "device", "num_workers", "max_batches", "data_dir", "cache_dir",
              "log_every", "plot_every", "eval_every", "compile", "input_path", "time_budget",
-             "tensorboard"}
+             "tensorboard", "lr_gen", "lr_disc", "amp"}
+SCRIPTS = {"fc": "train_mnist_gan.py", "dcgan": "train_celeba_dcgan.py"}
+# A disk that cannot take the run's files: one line and exit 1, not a traceback.
+WRITE_ERRORS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS, errno.EACCES,
+                errno.EPERM}
 # What a run folder holds (grids/ aside); the first four mark a folder as holding a run.
 RUN_FILES = ["config.json", "metrics.csv", "events.jsonl", "checkpoint.pt", "reals.png",
              "loss.png", "accuracy.png", "progress.png", "final_grid.png", "real_vs_fake.png",
@@ -139,75 +146,41 @@ def parse_config(parser, presets, argv=None, implied=None):
             cfg.update(defaults.get(typed[flag], {}))
     cfg.update(typed, preset=preset)
     try:
-        check_config(cfg)
+        check_config(cfg)   # the rules live in helper_train: checkpoints obey them too
     except RunError as e:
         parser.error(str(e))
-    return cfg, set(typed)
+    return absolute_paths(cfg), set(typed)
 
 
-def check_config(cfg):
-    """Raise RunError naming the first flag whose value cannot work."""
-    def bad(key, rule):
-        raise RunError(f"--{key.replace('_', '-')} must be {rule}, not {cfg[key]}")
-    for key in ("epochs", "batch_size", "latent_dim", "log_every", "plot_every",
-                "g_features", "d_features", "n_critic"):
-        if key in cfg and not cfg[key] >= 1:
-            bad(key, "a positive integer")
-    for key in ("lr_gen", "lr_disc"):
-        if not (cfg[key] > 0 and math.isfinite(cfg[key])):
-            bad(key, "a finite number > 0")
-    for key in ("max_batches", "num_workers", "time_budget", "eval_every"):
-        if not (cfg[key] >= 0 and math.isfinite(cfg[key])):
-            bad(key, "a finite number >= 0")
-    for key in ("label_smoothing", "ema_decay", "beta1", "beta2", "dropout"):
-        if key in cfg and not 0 <= cfg[key] < 1:
-            bad(key, "in [0, 1)")
-    if not (cfg["clip"] > 0 and math.isfinite(cfg["clip"])):
-        bad("clip", "a finite number > 0")
-    for key in ("gp_weight", "r1"):
-        if not (cfg[key] >= 0 and math.isfinite(cfg[key])):
-            bad(key, "a finite number >= 0")
-    if cfg["label_smoothing"] and cfg["loss"] != "bce":
-        raise RunError(f"--label-smoothing applies to --loss bce only, not {cfg['loss']}")
-    try:
-        parse_policy(cfg["diffaug"])
-    except ValueError as e:
-        raise RunError(f"--diffaug: {e}") from None
-    if not (cfg["slope"] >= 0 and math.isfinite(cfg["slope"])):
-        bad("slope", "a finite number >= 0")
-    if "image_size" in cfg:
-        try:
-            num_doublings(cfg["image_size"])
-        except ValueError as e:
-            raise RunError(f"--image-size: {e}") from None
-    if cfg["resume"] and cfg["overwrite"]:
-        raise RunError("--resume and --overwrite exclude each other")
+def absolute_paths(cfg):
+    """Paths made absolute, so that a run resumes from any working directory.
+    With --resume, --out may name the run's checkpoint.pt instead of its folder."""
+    out = Path(cfg["out"])
+    if cfg["resume"] and out.name == "checkpoint.pt" and out.is_file():
+        out = out.parent
+    paths = {k: os.path.abspath(cfg[k]) for k in ("data_dir", "cache_dir") if cfg[k] is not None}
+    return {**cfg, **paths, "out": os.path.abspath(out)}
 
 
 # ---------------------------------------------------------------- one training run
 
 def run(cfg, given):
-    """Train one run as configured; bad input ends with one clear line and exit code 2."""
+    """Train one run as configured. Bad input ends with one clear line and exit
+    code 2; a disk that cannot take the run's files (full, read-only) with one
+    line and exit code 1, the last checkpoint kept."""
     started = time.time()
     try:
         rank, world, local = dist_setup()
         device = pick_device(cfg["device"], local)
-        cfg, ckpt = prepare_run(cfg, given, rank, world, device)
-        loader = ranked_loader(cfg, device, rank, world)   # bad data fails before any write
-        run_dir = Path(cfg["out"])
-        real = next(iter(loader.batches(0))).float().cpu()
-        if rank == 0:
-            write_run_dir(run_dir, cfg, world, device)
-            print_header(cfg, min(len(loader), cfg["max_batches"] or len(loader)), device, world)
-            helper_plot.save_grid(real[:64], run_dir / "reals.png")
-        state = build_state(cfg, device, ckpt, rank, world)
-        if ckpt is not None and rank == 0:
-            print(f"resuming at epoch {state.epoch + 1}, batch {state.batch}", flush=True)
-        health = HealthMonitor(real, loss_checks=cfg["loss"] == "bce") if cfg["health"] else None
-        evaluator = make_evaluator(cfg) if cfg["eval_every"] else None
-        status = train_gan(state, loader, cfg, run_dir, rank, world, health, evaluator)
+        with RunLock(cfg["out"]) if rank == 0 else contextlib.nullcontext():   # one writer per run
+            status = train_run(cfg, given, rank, world, device)
     except (DataError, RunError, TensorBoardMissing) as e:
         exit_with(f"error: {one_line(e)}", 2)
+    except OSError as e:
+        if e.errno not in WRITE_ERRORS:
+            raise
+        exit_with(f"error: {e.strerror}: {e.filename or cfg['out']}; stopped, the last "
+                  f"checkpoint in {cfg['out']} is kept", 1)
     except KeyboardInterrupt:   # the second Ctrl-C
         exit_with("quit at once: the checkpoint of the last finished epoch is kept; "
                   f"continue with: --resume --out {cfg['out']}", 130)
@@ -218,18 +191,46 @@ def run(cfg, given):
         sys.exit(1)   # train_gan has said why
     if status == "interrupted":
         exit_with(f"stopped; continue with: --resume --out {cfg['out']}", 130)
-    if rank == 0:
+    if status in ("finished", "time_budget") and rank == 0:
         print(f"{'stopped at the time budget' if status == 'time_budget' else 'done'} after "
-              f"{hms(time.time() - started)}: open {run_dir / 'report.html'} (plots, progress.gif, "
-              f"grids/); more epochs: --resume --out {run_dir} --epochs N")
+              f"{hms(time.time() - started)}: open {Path(cfg['out']) / 'report.html'} (plots, "
+              f"progress.gif, grids/); more epochs: --resume --out {cfg['out']} --epochs N")
+
+
+def train_run(cfg, given, rank, world, device):
+    """Inside the run folder's lock: check, write the folder, train. Returns
+    train_gan's status, or "nothing" when the run already has its epochs."""
+    cfg, ckpt = prepare_run(cfg, given, rank, world, device)
+    if ckpt is not None and ckpt["epoch"] >= cfg["epochs"]:
+        if rank == 0:
+            print(f"note: {cfg['out']} has finished epoch {ckpt['epoch']} already, so --epochs "
+                  f"{cfg['epochs']} trains nothing; pass --epochs above {ckpt['epoch']} to continue")
+        return "nothing"
+    loader = ranked_loader(cfg, device, rank, world)   # bad data fails before any write
+    run_dir = Path(cfg["out"])
+    real = next(iter(loader.batches(0))).float().cpu()
+    if rank == 0:
+        write_run_dir(run_dir, cfg, world, device)
+        if ckpt is not None:
+            log_changes(run_dir, ckpt, cfg, given)
+        print_header(cfg, min(len(loader), cfg["max_batches"] or len(loader)), device, world)
+        helper_plot.save_grid(real[:64], run_dir / "reals.png")
+    state = build_state(cfg, device, ckpt, rank, world)
+    if ckpt is not None and rank == 0:
+        print(f"resuming at epoch {state.epoch + 1}, batch {state.batch}", flush=True)
+    health = HealthMonitor(real, loss_checks=cfg["loss"] == "bce") if cfg["health"] else None
+    evaluator = make_evaluator(cfg) if cfg["eval_every"] else None
+    return train_gan(state, loader, cfg, run_dir, rank, world, health, evaluator)
 
 
 def one_line(error):
-    """A DataLoader worker's error arrives wrapped in its traceback: keep the original message."""
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    if len(lines) > 1 and "Original Traceback" in str(error):
+    """A DataLoader worker's error arrives wrapped in its traceback: keep the
+    original message (without terminal colour codes)."""
+    text = plain(error)
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and "Original Traceback" in text:
         return lines[-1].split(": ", 1)[-1]
-    return str(error)
+    return text
 
 
 def exit_with(msg, code):
@@ -293,6 +294,9 @@ def prepare_run(cfg, given, rank, world, device):
     if cfg["resume"]:
         ckpt = load_checkpoint(out, device)
         saved = ckpt["config"]
+        if saved["model"] != cfg["model"]:
+            raise RunError(f"{out} holds a {saved['dataset']} run ({saved['model']} model): "
+                           f"resume it with {SCRIPTS[saved['model']]}")
         ignored = sorted(k for k in given - RESUMABLE - {"resume", "out"} if cfg[k] != saved.get(k))
         if ignored and rank == 0:
             print("note: on --resume the run's own settings are kept; ignoring "
@@ -341,3 +345,15 @@ def print_header(cfg, batches, device, world):
           + (" (resumed)" if cfg["resume"] else ""))
     print(f"device {device}{threads}, {world} process{'es' if world > 1 else ''}, autocast {amp}; "
           f"run folder {cfg['out']} (settings in config.json)", flush=True)
+
+
+def log_changes(run_dir, ckpt, cfg, given):
+    """Settings a resumed run changes (learning rates after a divergence, ...):
+    said, and kept in events.jsonl as a "config_change" event at the checkpoint's step."""
+    saved = ckpt["config"]
+    changes = {k: [saved.get(k), cfg[k]] for k in sorted(given & RESUMABLE) if saved.get(k) != cfg[k]}
+    if changes:
+        append_event(run_dir, event="config_change", epoch=ckpt["epoch"], step=ckpt["step"],
+                     changes=changes)
+        print("changed on --resume: " + ", ".join(f"--{k.replace('_', '-')} {old} -> {new}"
+                                                   for k, (old, new) in changes.items()), flush=True)

@@ -20,8 +20,9 @@ Checks and thresholds (module constants, documented in the README):
   checked from COLLAPSE_AFTER batches on (a DCGAN sampled in eval mode looks
   uniform until BatchNorm's running statistics have settled).
 """
-import sys
+import argparse
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 
@@ -163,8 +164,15 @@ def replay(run_dir):
     return HealthMonitor(real=None).update(rows.tolist())
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python helper_health.py RUN_DIR")
-    for message in replay(sys.argv[1]) or ["no warnings"]:
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Replay the loss checks on a run folder's metrics.csv.")
+    p.add_argument("run_dir", help="a run folder (holding metrics.csv)")
+    run_dir = Path(p.parse_args(argv).run_dir)
+    if not (run_dir / "metrics.csv").is_file():
+        p.error(f"{run_dir} is not a run folder (no metrics.csv there)")
+    for message in replay(run_dir) or ["no warnings"]:
         print(message)
+
+
+if __name__ == "__main__":
+    main()

@@ -248,7 +248,10 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     is_compare = argv[:1] == ["compare"]
     runs, out = _split_out(argv[1:]) if is_compare else (argv, None)
-    if not runs or out == "" or (not is_compare and len(runs) != 1) or "-h" in argv or "--help" in argv:
+    if "-h" in argv or "--help" in argv:
+        print(USAGE + "\n\n" + __doc__.strip())
+        sys.exit(0)
+    if not runs or out == "" or (not is_compare and len(runs) != 1):
         print(USAGE, file=sys.stderr)
         sys.exit(2)
     try:

@@ -164,10 +164,16 @@ def build_models(cfg):
 def sample(gen, noise, batch=1000):
     """Images from noise (N x latent) in eval mode (dropout off, BN running
     statistics), so sampling neither changes the networks nor uses the global
-    RNG. N x C x H x W in [-1, 1], float32 on the CPU."""
+    RNG. N x C x H x W in [-1, 1], float32 on the CPU, filled batch by batch
+    into one tensor: the peak memory is the output's, not twice it."""
     was_training = gen.training
     gen.eval()
-    out = torch.cat([gen(z).float().cpu() for z in noise.split(batch)])
+    out = None
+    for start, z in zip(range(0, len(noise), batch), noise.split(batch)):
+        images = gen(z).float().cpu()
+        if out is None:
+            out = torch.empty(len(noise), *images.shape[1:])
+        out[start:start + len(z)] = images
     gen.train(was_training)
     return out
 

@@ -265,7 +265,7 @@ def test_main_writes_gif_and_report_and_refuses_a_folder_that_is_no_run(tmp_path
         lines = capsys.readouterr().err.strip().splitlines()
         assert e.value.code == 2 and len(lines) == 1, lines
         return lines[0]
-    for argv in ([tmp_path], ["compare"], ["compare", run, "--out"], [], ["--help"]):
+    for argv in ([tmp_path], ["compare"], ["compare", run, "--out"], []):
         refused(argv)
     assert "not a run folder" in refused([tmp_path])
     with open(run / "events.jsonl", "a") as f:

@@ -257,10 +257,10 @@ def test_resume_mnist_equals_uninterrupted(mnist_root, mnist_reference, tmp_path
     assert code == 0 and load_ckpt(out)["epoch"] == 1 and len(read_metrics(out)[1]) == 3
     # a non-resumable flag given again is reported and ignored, the run's own value kept
     code, stdout, _ = run_main(train_mnist_gan.main, ["--resume", "--out", out, "--epochs", 3,
-                                                      "--lr-gen", 0.5, "--num-workers", 0], capsys)
+                                                      "--beta1", 0.9, "--num-workers", 0], capsys)
     assert code == 0
-    assert "ignoring --lr-gen" in stdout and "resuming at epoch 2" in stdout
-    assert json.loads((out / "config.json").read_text())["lr_gen"] == 2e-4
+    assert "ignoring --beta1" in stdout and "resuming at epoch 2" in stdout
+    assert json.loads((out / "config.json").read_text())["beta1"] == 0.5
     assert_same_run(out, mnist_reference, 3)
     assert [e["epoch"] for e in read_events(out) if e["event"] == "epoch"] == [1, 2, 3]
 
