@@ -402,9 +402,7 @@ def build_state(cfg, device, ckpt=None, rank=0, world=1):
     the checkpoint's weights and position when resuming."""
     torch.manual_seed(cfg["seed"] + rank)   # ranks draw different noise; DDP syncs the weights
     random.seed(cfg["seed"] + rank)
-    gen, disc = build_models(cfg)
-    if cfg["spectral_norm"]:   # before loading: it renames D's weights in the state dict
-        losses.spectral_norm_(disc)
+    gen, disc = networks(cfg)
     fmt = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
     state = GANState(gen.to(device, memory_format=fmt), disc.to(device, memory_format=fmt), cfg, device)
     if ckpt is not None:
@@ -675,10 +673,20 @@ def _describe(t):
     return f"{str(t.dtype).removeprefix('torch.')} {tuple(t.shape)}"
 
 
+def networks(cfg):
+    """The config's generator and discriminator as training uses them: with
+    --spectral-norm, D's layers are normalised (which renames its weights in
+    the state dict, so this comes before loading a checkpoint)."""
+    gen, disc = build_models(cfg)
+    if cfg["spectral_norm"]:
+        losses.spectral_norm_(disc)
+    return gen, disc
+
+
 def meta_models(cfg):
     """The config's networks on the meta device: every shape and dtype, no memory."""
     with torch.device("meta"):
-        return build_models(cfg)
+        return networks(cfg)
 
 
 def upgrade_config(cfg):
