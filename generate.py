@@ -27,10 +27,8 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 
 from helper_cli import pick_device
 from helper_data import IDX_SETS, DataError, dataset_images
@@ -38,7 +36,7 @@ from helper_eval import load_mnist_classifier
 from helper_files import check_output_file
 from helper_explore import interpolation_frames, interpolation_noise, nearest, nearest_grid, truncation_rows
 from helper_plot import save_grid
-from helper_report import save_gif
+from helper_report import grid_image, save_gif
 from helper_train import RunError, load_generator
 from models import sample, samples_of
 
@@ -180,10 +178,8 @@ def write_interpolation(gen, cfg, args, out):
 
 
 def to_pil(images, nrow):
-    """N x C x H x W in [-1, 1] -> the grid save_grid would write, as a PIL image."""
-    grid = make_grid(images, nrow=nrow, padding=2, normalize=True, value_range=(-1, 1))
-    pixels = grid.mul(255).add(0.5).clamp(0, 255).byte().permute(1, 2, 0).numpy()   # H x W x 3
-    return Image.fromarray(np.ascontiguousarray(pixels))
+    """N x C x H x W in [-1, 1] -> a GIF frame: the grid at the images' own size."""
+    return Image.fromarray(grid_image(images, nrow))
 
 
 def write_truncation(gen, cfg, args, out):

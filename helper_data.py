@@ -37,8 +37,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import datasets as tv_datasets
-from torchvision import transforms
 
 # data set name (the --dataset value) -> torchvision's folder (and class) name
 IDX_SETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
@@ -133,21 +131,21 @@ def to_float(batch_uint8):
 
 class PerImage(torch.utils.data.Dataset):
     """The lecture's per-image path over images already in memory (IDX sets,
-    CIFAR-10): each access makes a PIL image and runs ToTensor + Normalize.
+    CIFAR-10): each access makes a PIL image and converts it back, as
+    ToTensor + Normalize would (to_float: the same numbers).
     images_uint8: N x C x H x W with C = 1 or 3; items are C x H x W in [-1, 1]."""
 
     def __init__(self, images_uint8):
         self.images = images_uint8
-        c = images_uint8.shape[1]
-        self.transform = transforms.Compose([transforms.ToTensor(),
-                                             transforms.Normalize((0.5,) * c, (0.5,) * c)])
 
     def __len__(self):
         return len(self.images)
 
     def __getitem__(self, i):
         img = self.images[i].permute(1, 2, 0).squeeze(2).numpy()  # H x W (grey) or H x W x 3
-        return self.transform(Image.fromarray(img))
+        arr = np.array(Image.fromarray(img), dtype=np.uint8)      # a writable copy
+        x = torch.from_numpy(arr)
+        return to_float(x[None] if x.dim() == 2 else x.permute(2, 0, 1))
 
 
 # ---------------------------------------------------------------- the MNIST family (IDX files)
@@ -261,7 +259,10 @@ def _download_idx(raw, name, train):
                         f"({_why(e)}): {_idx_help(raw, name, split)}") from None
     try:
         try:
-            getattr(tv_datasets, folder)(tmp, train=train, download=True)
+            # Imported here, not at the top: torchvision costs over a second of
+            # start-up, and only this rare path (files missing) needs it.
+            from torchvision import datasets
+            getattr(datasets, folder)(tmp, train=train, download=True)
         except Exception as e:  # no network, a checksum mismatch, ...: torchvision raises many types
             raise DataError(f"{folder} not found in {raw} and the download failed ({_why(e)}): "
                             f"{_idx_help(raw, name, split)}") from None

@@ -16,7 +16,7 @@ matplotlib.use("Agg")  # files only: works on servers with no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-import torchvision  # noqa: E402
+from PIL import Image  # noqa: E402
 
 import helper_report  # noqa: E402
 from helper_files import atomic_write, read_events, read_metrics  # noqa: E402
@@ -31,8 +31,7 @@ def save_grid(images, path, nrow=8):
     if images.shape[-1] < 32:
         images = F.interpolate(images.float(), scale_factor=2, mode="nearest")
     with atomic_write(path) as tmp:
-        torchvision.utils.save_image(images, tmp, nrow=nrow, padding=2, normalize=True,
-                                     value_range=(-1, 1))
+        Image.fromarray(helper_report.grid_image(images, nrow)).save(tmp, format="PNG")
 
 
 def epoch_axis(m):

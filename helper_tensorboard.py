@@ -30,7 +30,7 @@ import numbers
 from pathlib import Path
 
 import torch
-from torchvision.utils import make_grid
+from helper_report import grid_image
 
 INSTALL_HINT = "--tensorboard needs the tensorboard package: pip install tensorboard"
 ROW_TAGS = ("loss/generator", "loss/discriminator", "accuracy/real", "accuracy/fake")
@@ -93,11 +93,10 @@ class TensorBoardLog:
         in [-1, 1], drawn nrow wide as in grids/epoch_NNN.png. Flushes to disk."""
         if not torch.is_tensor(grid) or grid.dim() != 4:
             raise ValueError(f"the grid must be a tensor N x C x H x W, not {_shape(grid)}")
-        image = make_grid(grid.detach().float().cpu(), nrow=nrow, padding=2,
-                          normalize=True, value_range=(-1, 1))   # 3 x H' x W' in [0, 1]
+        image = grid_image(grid, nrow)   # H' x W' x 3 uint8, as grids/epoch_NNN.png
         self.writer.add_scalar("time/epoch_seconds", float(seconds), epoch)
         self.writer.add_scalar("progress/epoch", epoch, step)
-        self.writer.add_image("samples/fixed_noise", image, epoch, dataformats="CHW")
+        self.writer.add_image("samples/fixed_noise", image, epoch, dataformats="HWC")
         self.writer.flush()
 
     def scores(self, epoch, scores):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+import torchvision.datasets
 from torchvision import transforms
 
 import helper_data as hd
@@ -518,7 +519,7 @@ class FakeFashionMNIST:
 @pytest.fixture
 def fake_download(monkeypatch):
     FakeFashionMNIST.fail, FakeFashionMNIST.roots = False, []
-    monkeypatch.setattr(hd.tv_datasets, "FashionMNIST", FakeFashionMNIST)
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", FakeFashionMNIST)
     return FakeFashionMNIST
 
 

@@ -8,8 +8,8 @@ from conftest import ROOT
 
 LAYERS = [
     {"models", "helper_files", "helper_losses", "helper_augment", "helper_explore"},  # no project imports
-    {"helper_data", "helper_report", "helper_tensorboard"},   # data; a run's GIF and pages
-    {"helper_plot"},                                          # plots, then the GIF and pages
+    {"helper_data", "helper_report"},                         # data; grids, a run's GIF and pages
+    {"helper_plot", "helper_tensorboard"},                    # plots, TensorBoard
     {"helper_eval", "helper_health"},                         # metrics and health
     {"helper_train"},                                         # the lecture's loop
     {"helper_cli"},                                           # command line -> train_gan
