@@ -11,16 +11,23 @@ MS-SSIM among samples (lower is more diverse). The same numbers for real images
 are printed as the floor. `--inception` adds Inception FID through torchmetrics
 when its weights can be had (an optional extra), else it says why not.
 """
-import argparse
-import sys
+import os
 
-import helper_eval
-from helper_cli import pick_device
-from helper_data import DataError
-from helper_eval import Reference
-from helper_files import check_output_file, write_json
-from helper_train import RunError, load_generator
-from models import samples_of
+# Before torch loads OpenMP: idle worker threads sleep instead of spinning, which
+# on a CPU shared with other jobs is many times faster (README, "Speed"). A value
+# set by the user wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+
+import helper_eval  # noqa: E402
+from helper_cli import pick_device  # noqa: E402
+from helper_data import DataError  # noqa: E402
+from helper_eval import Reference  # noqa: E402
+from helper_files import check_output_file, write_json  # noqa: E402
+from helper_train import RunError, load_generator  # noqa: E402
+from models import samples_of  # noqa: E402
 
 
 def inception_fid(samples, real):

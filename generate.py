@@ -23,22 +23,29 @@ Uses the EMA generator when the run kept one. The checkpoint is opened with
 weights_only=True, so a file from someone else cannot run code. An existing
 output file is left alone unless --force.
 """
-import argparse
-import sys
-from pathlib import Path
+import os
 
-import torch
-from PIL import Image
+# Before torch loads OpenMP: idle worker threads sleep instead of spinning, which
+# on a CPU shared with other jobs is many times faster (README, "Speed"). A value
+# set by the user wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from helper_cli import pick_device
-from helper_data import IDX_SETS, DataError, dataset_images
-from helper_eval import load_mnist_classifier
-from helper_files import check_output_file
-from helper_explore import interpolation_frames, interpolation_noise, nearest, nearest_grid, truncation_rows
-from helper_plot import save_grid
-from helper_report import grid_image, save_gif
-from helper_train import RunError, load_generator
-from models import sample, samples_of
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from helper_cli import pick_device  # noqa: E402
+from helper_data import IDX_SETS, DataError, dataset_images  # noqa: E402
+from helper_eval import load_mnist_classifier  # noqa: E402
+from helper_files import check_output_file  # noqa: E402
+from helper_explore import interpolation_frames, interpolation_noise, nearest, nearest_grid, truncation_rows  # noqa: E402
+from helper_plot import save_grid  # noqa: E402
+from helper_report import grid_image, save_gif  # noqa: E402
+from helper_train import RunError, load_generator  # noqa: E402
+from models import sample, samples_of  # noqa: E402
 
 MODES = ("interpolate", "truncation", "nearest")    # None: plain samples
 DEFAULT_OUT = {None: "samples.png", "interpolate": "interpolation.png",

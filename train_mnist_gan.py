@@ -11,10 +11,17 @@ The run folder (--out) gets config.json, metrics.csv, events.jsonl,
 grids/epoch_NNN.png, reals.png, loss.png, accuracy.png, progress.png,
 final_grid.png, real_vs_fake.png and checkpoint.pt.
 """
-import argparse
+import os
 
-from helper_cli import COMMON_DEFAULTS, add_common_args, flag_adder, parse_config, run
-from helper_data import IDX_SETS
+# Before torch loads OpenMP: idle worker threads sleep instead of spinning, which
+# on a CPU shared with other jobs is many times faster (README, "Speed"). A value
+# set by the user wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+
+from helper_cli import COMMON_DEFAULTS, add_common_args, flag_adder, parse_config, run  # noqa: E402
+from helper_data import IDX_SETS  # noqa: E402
 
 PRESETS = {
     # Exactly the lecture: 128-unit hidden layers, dropout 0.5, Adam 2e-4 (0.5, 0.999).
