@@ -181,9 +181,12 @@ def run(cfg, given):
             raise
         exit_with(f"error: {e.strerror}: {e.filename or cfg['out']}; stopped, the last "
                   f"checkpoint in {cfg['out']} is kept", 1)
-    except KeyboardInterrupt:   # the second Ctrl-C
-        exit_with("quit at once: the checkpoint of the last finished epoch is kept; "
-                  f"continue with: --resume --out {cfg['out']}", 130)
+    except KeyboardInterrupt:   # a second Ctrl-C in training, or one before training started
+        if (Path(cfg["out"]) / "checkpoint.pt").exists():
+            exit_with("quit at once: the checkpoint of the last finished epoch is kept; "
+                      f"continue with: --resume --out {cfg['out']}", 130)
+        exit_with("stopped before the first epoch finished: nothing to resume; run the same "
+                  "command again to start", 130)
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
