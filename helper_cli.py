@@ -22,7 +22,6 @@ import torch
 import helper_plot
 from helper_data import DataError, hms, make_loader
 from helper_eval import make_evaluator
-from helper_augment import parse_policy
 from helper_files import RunLock, append_event, atomic_write, json_safe, plain
 from helper_health import HealthMonitor
 from helper_losses import LOSS_DEFAULTS, LOSSES
