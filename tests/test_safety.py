@@ -22,6 +22,7 @@ import torch
 
 import evaluate
 import generate
+import helper_cli
 import helper_files
 import helper_health
 import helper_plot
@@ -512,3 +513,17 @@ def test_divergence_advice_can_be_followed(mnist_root, tmp_path, monkeypatch, ca
     changes = [e for e in read_events(out) if e["event"] == "config_change"]
     assert changes == [{"event": "config_change", "epoch": 1, "step": 3, "changes": {
         "amp": ["auto", "off"], "lr_disc": [2e-4, 1e-4], "lr_gen": [2e-4, 1e-4]}}]
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_to_start_again(celeba_root, tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the image cache is built: there is nothing to --resume, so the
+    message must not suggest it; no run folder files are left behind."""
+
+    def interrupted_loader(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(helper_cli, "ranked_loader", interrupted_loader)
+    out = tmp_path / "run"
+    code, _, err = run_main(train_celeba_dcgan.main, dcgan_argv(celeba_root, out, tmp_path / "cache"), capsys)
+    last = err.strip().splitlines()[-1]
+    assert code == 130 and "--resume" not in last and "same command" in last
+    assert not (out / "checkpoint.pt").exists() and not (out / "config.json").exists()
