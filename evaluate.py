@@ -1,7 +1,7 @@
 """How good are a run's samples? Offline metrics, no downloads.
 
-    python evaluate.py runs/mnist_gan --data-dir ../shared/data
-    python evaluate.py runs/celeba_dcgan --data-dir ../shared/data --num 2000 --json scores.json
+    python evaluate.py runs/mnist_gan
+    python evaluate.py runs/celeba_dcgan --data-dir ./data --num 2000 --json runs/celeba_dcgan/scores.json
 
 MNIST runs: "MNIST FID" (Frechet distance in the features of a small classifier
 this project trains once on MNIST and caches), classifier Inception Score (at
