@@ -32,13 +32,13 @@ VARIANTS = {
         "dcgan_init": ["--init", "dcgan"],
         "wide": ["--g-hidden", "256,512,1024", "--d-hidden", "512,256", "--slope", "0.2",
                  "--dropout", "0", "--batch-size", "64"],
-        "best": ["--preset", "best"],
-        # beyond the lecture's loss, on top of the best preset (no label smoothing: BCE only)
-        "best_hinge_sn": ["--preset", "best", "--label-smoothing", "0", "--loss", "hinge",
-                          "--spectral-norm"],
-        "best_wgan_gp": ["--preset", "best", "--label-smoothing", "0", "--loss", "wgan-gp"],
-        "best_r1": ["--preset", "best", "--r1", "0.1"],
-        "best_diffaug": ["--preset", "best", "--diffaug", "translation,cutout"],
+        "best": ["--preset", "best"],                        # with R1 gamma 0.1
+        # the other losses and regularisers, each on the best preset without R1
+        "best_no_r1": ["--preset", "best", "--r1", "0"],
+        "best_hinge_sn": ["--preset", "best", "--r1", "0", "--label-smoothing", "0", "--loss", "hinge",
+                          "--spectral-norm"],   # label smoothing is BCE-only
+        "best_wgan_gp": ["--preset", "best", "--r1", "0", "--label-smoothing", "0", "--loss", "wgan-gp"],
+        "best_diffaug": ["--preset", "best", "--r1", "0", "--diffaug", "translation,cutout"],
     },
     "celeba": {
         "lecture": [],

@@ -34,14 +34,14 @@ from helper_train import RunError, amp_dtype, build_state, check_config, load_ch
 COMMON_DEFAULTS = dict(seed=1, device="auto", num_workers=2, input_path="tensor", cache_dir=None,
                        max_batches=0, resume=False, overwrite=False, log_every=50, plot_every=10,
                        eval_every=0, time_budget=0.0, amp="auto", compile=False,
-                       cudnn_benchmark=True, health=True, tensorboard=False,
+                       cudnn_benchmark=True, health=True, tensorboard=False, threads=0,
                        loss="bce", beta2=0.999, n_critic=1, clip=0.01, gp_weight=10.0,
                        spectral_norm=False, r1=0.0, diffaug="")
 # Flags that may change when a run is resumed; everything else comes from the run's config.
 # The learning rates and --amp too: the way to continue after a divergence.
 RESUMABLE = {"epochs", "device", "num_workers", "max_batches", "data_dir", "cache_dir",
              "log_every", "plot_every", "eval_every", "compile", "input_path", "time_budget",
-             "tensorboard", "lr_gen", "lr_disc", "amp"}
+             "tensorboard", "lr_gen", "lr_disc", "amp", "threads"}
 SCRIPTS = {"fc": "train_mnist_gan.py", "dcgan": "train_celeba_dcgan.py"}
 # A disk that cannot take the run's files: one line and exit 1, not a traceback.
 WRITE_ERRORS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS, errno.EACCES,
@@ -121,6 +121,8 @@ def add_common_args(parser, defaults):
     a("--channels-last", action=argparse.BooleanOptionalAction,
       help="NHWC memory format (faster convolutions with cuDNN and oneDNN)")
     a("--compile", action="store_true", help="torch.compile both networks")
+    a("--threads", type=int, help="CPU threads for PyTorch, 0: one per core (OMP_NUM_THREADS, when "
+                                  "set, wins over the preset's value)")
     a("--cudnn-benchmark", action=argparse.BooleanOptionalAction,
       help="let cuDNN time and pick the fastest convolution kernels (CUDA only)")
     a("--health", action=argparse.BooleanOptionalAction,
@@ -203,6 +205,7 @@ def train_run(cfg, given, rank, world, device):
     """Inside the run folder's lock: check, write the folder, train. Returns
     train_gan's status, or "nothing" when the run already has its epochs."""
     cfg, ckpt = prepare_run(cfg, given, rank, world, device)
+    set_threads(cfg, given)
     if ckpt is not None and ckpt["epoch"] >= cfg["epochs"]:
         if rank == 0:
             print(f"note: {cfg['out']} has finished epoch {ckpt['epoch']} already, so --epochs "
@@ -269,6 +272,14 @@ def pick_device(name, local_rank=0):
     elif device.type != "cpu":
         raise RunError(f"--device {name}: only cpu and cuda are supported")
     return device
+
+
+def set_threads(cfg, given):
+    """PyTorch's CPU threads: a typed --threads, else OMP_NUM_THREADS when the
+    user set it, else the preset's value (0: PyTorch's default, one per core)."""
+    if "threads" in given or ("OMP_NUM_THREADS" not in os.environ and cfg["threads"] > 0):
+        if cfg["threads"] > 0:
+            torch.set_num_threads(cfg["threads"])
 
 
 def ranked_loader(cfg, device, rank, world):

@@ -23,7 +23,6 @@ import hashlib
 import math
 import os
 import pickle
-import re
 import shutil
 import struct
 import sys
@@ -37,6 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from helper_files import atomic_write, remove_stale_temps
 
 # data set name (the --dataset value) -> torchvision's folder (and class) name
 IDX_SETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
@@ -564,44 +565,16 @@ def _read_cache(path, n_files, size):
 def _build_cache(files, size, path, workers, quiet, crop="celeba"):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent)   # left by builds that were killed
     except OSError as e:
         raise DataError(f"cannot create cache folder {path.parent} ({_why(e)}): pass --cache-dir "
                         f"to a writable folder") from None
-    _remove_stale_temps(path.parent)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
     try:
-        _decode_into(files, size, tmp, workers, quiet, path.name, crop)
-        os.replace(tmp, path)
+        with atomic_write(path) as tmp:   # an error or Ctrl-C leaves no half-written file behind
+            _decode_into(files, size, tmp, workers, quiet, path.name, crop)
     except OSError as e:  # a read-only --cache-dir, a full disk, ...
         raise DataError(f"cannot write the cache file {path} ({_why(e)}): pass --cache-dir to a "
                         f"writable folder") from None
-    finally:   # an error or Ctrl-C leaves no half-written file behind
-        tmp.unlink(missing_ok=True)
-
-
-def _remove_stale_temps(folder):
-    """Delete faces_*.tmpPID.npy files left by builds that were killed: their
-    PID no longer runs. PIDs are those of this machine, so two machines should
-    not build into one shared cache folder at the same moment."""
-    for tmp in folder.glob("faces_*.tmp*.npy"):
-        match = re.fullmatch(r"faces_.+\.tmp(\d+)\.npy", tmp.name)
-        if match and not _pid_running(int(match.group(1))):
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:  # a read-only folder: the build itself will say so
-                pass
-
-
-def _pid_running(pid):
-    if os.name != "posix":  # elsewhere os.kill(pid, 0) would stop the process: assume it runs
-        return True
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError):  # another user's process, or no valid PID: leave it
-        return True
-    return True
 
 
 def _decode_into(files, size, tmp, workers, quiet, name, crop="celeba"):

@@ -468,7 +468,8 @@ def _is_policy(text):
 RULES = [   # (settings, test, what the value must be)
     (("epochs", "batch_size", "latent_dim", "log_every", "plot_every", "g_features", "d_features",
       "channels"), lambda v: _is_int(v) and v >= 1, "a positive integer"),
-    (("max_batches", "num_workers", "eval_every"), lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    (("max_batches", "num_workers", "eval_every", "threads"), lambda v: _is_int(v) and v >= 0,
+     "an integer >= 0"),
     (("seed",), _is_int, "an integer"),
     (("lr_gen", "lr_disc"), lambda v: _is_number(v) and v > 0, "a finite number > 0"),
     (("time_budget", "slope"), lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
@@ -692,7 +693,7 @@ def meta_models(cfg):
 def upgrade_config(cfg):
     """Fill in the keys that checkpoints of earlier versions did not store yet."""
     dataset = "mnist" if cfg.get("model") == "fc" else "celeba"
-    return {"dataset": dataset, "slope": 0.01, "gen_activation": "leaky", "init": "default",
+    return {"dataset": dataset, "slope": 0.01, "gen_activation": "leaky", "init": "default", "threads": 0,
             "loss": "bce", "n_critic": 1, "beta2": 0.999, "spectral_norm": False, "r1": 0.0,
             "diffaug": "", "clip": 0.01, "gp_weight": 10.0, **cfg}
 

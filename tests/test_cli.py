@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import generate
+import helper_cli
 import helper_train
 import models
 import train_celeba_dcgan
@@ -244,3 +245,22 @@ def test_celeba_script_end_to_end(celeba_root, tmp_path):
     assert len(list(cache.glob("faces_64px_16_*.npy"))) == 1     # 16 train images, valid/test left out
     for f in ("metrics.csv", "loss.png", "final_grid.png", "real_vs_fake.png"):
         assert (out / f).is_file(), f
+
+
+@pytest.mark.parametrize("given,env,preset,expected", [
+    (set(), None, 1, 1),              # the MNIST preset's one thread
+    (set(), "2", 1, 5),               # OMP_NUM_THREADS set by the user wins over the preset
+    ({"threads"}, "2", 3, 3),         # a typed --threads wins over everything
+    (set(), None, 0, 5),              # 0: leave PyTorch's own choice
+])
+def test_threads_follow_the_users_setting(given, env, preset, expected, monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(5)
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        if env is not None:
+            monkeypatch.setenv("OMP_NUM_THREADS", env)
+        helper_cli.set_threads({"threads": preset}, given)
+        assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)
