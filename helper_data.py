@@ -565,7 +565,7 @@ def _read_cache(path, n_files, size):
 def _build_cache(files, size, path, workers, quiet, crop="celeba"):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(path.parent)   # left by builds that were killed
+        remove_stale_temps(path.parent, "faces_")   # left by builds that were killed; only ours
     except OSError as e:
         raise DataError(f"cannot create cache folder {path.parent} ({_why(e)}): pass --cache-dir "
                         f"to a writable folder") from None

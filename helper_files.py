@@ -63,11 +63,12 @@ def pid_alive(pid):
     return True
 
 
-def remove_stale_temps(folder):
-    """Delete atomic_write's temporary files whose writer is dead (a run killed
-    with kill -9 or by the OOM killer mid-save). Returns their names."""
+def remove_stale_temps(folder, prefix=""):
+    """Delete atomic_write's temporary files (those whose names start with
+    `prefix`) whose writer is dead: a run killed with kill -9 or by the OOM
+    killer mid-save. Returns their names."""
     stale = []
-    for p in Path(folder).glob("*.tmp*"):
+    for p in Path(folder).glob(f"{prefix}*.tmp*"):
         pid = temp_pid(p)
         if pid is not None and pid != os.getpid() and not pid_alive(pid):
             p.unlink(missing_ok=True)
