@@ -63,10 +63,15 @@ def main(argv=None):
     try:
         gen, cfg = load_generator(args.run, pick_device(args.device))
         cfg = {**cfg, "data_dir": args.data_dir or cfg["data_dir"]}
-        num = args.num or {"idx": 10000, "rgb": 2000}[helper_eval.kind_of(cfg)]
+        kind = helper_eval.kind_of(cfg)
+        num = args.num or {"idx": 10000, "rgb": 2000}[kind]
+        print(f"loading {cfg['dataset']} reference images...", flush=True)
         ref = Reference(cfg, num, args.seed)
-        result = {"samples": ref.scores(samples_of(gen, cfg["latent_dim"], num, args.seed), args.seed),
-                  "real_floor": ref.floor(), "num": num, "run": args.run}
+        what = "classifier FID, Inception Score" if kind == "idx" else "SWD, MS-SSIM: about a minute on a CPU"
+        print(f"scoring {num} samples ({what})...", flush=True)
+        samples = ref.scores(samples_of(gen, cfg["latent_dim"], num, args.seed), args.seed)
+        print(f"scoring {num} real images, the floor...", flush=True)
+        result = {"samples": samples, "real_floor": ref.floor(), "num": num, "run": args.run}
         if args.inception:
             result["inception_fid"], note = inception_fid(samples_of(gen, cfg["latent_dim"], num), ref.real)
             if note:
