@@ -469,3 +469,18 @@ def test_resume_honours_max_batches_zero(mnist_root, tmp_path):
                                            "--max-batches", 0])[0] == 0
     m = metric_values(out)
     assert (m[:, 1] == 2).sum().item() == 12          # the whole epoch: 192 / 16 batches
+
+
+def test_a_checkpoint_of_the_earlier_format_still_resumes(mnist_run, tmp_path):
+    """Checkpoints written before the loss, dataset and speed settings existed lack
+    those keys: they load with the lecture's values and go on training."""
+    out = tmp_path / "old"
+    shutil.copytree(mnist_run, out)
+    ckpt = load_ckpt(out)
+    for key in ("dataset", "loss", "n_critic", "beta2", "clip", "gp_weight", "spectral_norm", "r1",
+                "diffaug", "tensorboard", "threads"):
+        ckpt["config"].pop(key, None)
+    torch.save(ckpt, out / "checkpoint.pt")
+    assert run_main(train_mnist_gan.main, ["--resume", "--out", out, "--epochs", 3])[0] == 0
+    cfg = load_ckpt(out)["config"]
+    assert load_ckpt(out)["epoch"] == 3 and (cfg["dataset"], cfg["loss"], cfg["r1"]) == ("mnist", "bce", 0.0)
