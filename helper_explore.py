@@ -86,30 +86,13 @@ def _check_psi(psi):
                          f"varied samples), not {psi!r}")
 
 
-def truncated_noise(n, latent_dim, psi, seed=0):
-    """n x latent_dim noise, each value from N(0, 1) restricted to |z| <= psi:
-    the truncation trick (Brock et al. 2019, BigGAN), by redrawing out-of-range
-    values until none is left. Each round keeps a share P(|z| <= psi) of what is
-    left, so very small psi takes many (small) rounds: ~1,000 at psi = 0.01."""
-    _positive_int("n", n)
-    _positive_int("latent_dim", latent_dim)
-    _check_psi(psi)
-    gen = _generator(seed)
-    z = torch.randn(n, latent_dim, generator=gen)
-    out = z.abs() > psi
-    while out.any():
-        z[out] = torch.randn(int(out.sum()), generator=gen)
-        out = z.abs() > psi
-    return z
-
-
 def truncation_rows(latent_dim, psis, per_row, seed=0):
     """(len(psis) * per_row) x latent_dim: one grid row per psi, all rows from
     the SAME uniform draws u. Each u goes through the inverse CDF of the normal
     truncated to [-psi, psi], z = Phi^-1(Phi(-psi) + u (1 - 2 Phi(-psi))), so a
     column keeps its sign and its rank across the rows and only shrinks as psi
-    does: the rows show one set of samples at growing truncation. The values
-    follow the same distribution as truncated_noise's (not the same numbers)."""
+    does: the rows show one set of samples at growing truncation (the
+    truncation trick of Brock et al. 2019, BigGAN)."""
     _positive_int("latent_dim", latent_dim)
     _positive_int("per_row", per_row)
     psis = list(psis)

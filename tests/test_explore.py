@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helper_explore import (interpolation_frames, interpolation_noise, nearest, nearest_grid, slerp,
-                            truncated_noise, truncation_rows)
+                            truncation_rows)
 
 
 def randn(*shape, seed=0):
@@ -88,23 +88,21 @@ def test_interpolation_frames_ping_pong():
 
 # ---------------------------------------------------------------- truncation
 
-def test_truncated_noise_bound_seed_and_statistics():
+def test_truncated_rows_bound_seed_and_statistics():
     stds = []
     for psi in (0.25, 0.5, 1.0, 2.0):
-        z = truncated_noise(500, 64, psi, seed=1)
+        z = truncation_rows(64, [psi], per_row=500, seed=1).float()
         assert z.shape == (500, 64) and z.abs().max() <= psi
-        assert torch.equal(z, truncated_noise(500, 64, psi, seed=1))
+        assert torch.equal(z, truncation_rows(64, [psi], per_row=500, seed=1).float())
         assert abs(float(z.mean())) < 0.01 * psi + 0.005                 # 32,000 values
         assert float(z.std()) == pytest.approx(truncated_std(psi), rel=0.02)
         stds.append(float(z.std()))
     assert stds == sorted(stds)
-    assert float(truncated_noise(500, 64, 100.0, seed=1).std()) == pytest.approx(1, rel=0.02)
+    assert float(truncation_rows(64, [100.0], per_row=500, seed=1).std()) == pytest.approx(1, rel=0.02)
 
 
 @pytest.mark.parametrize("psi", [0, -1, float("nan"), "1", True])
 def test_truncation_psi_must_be_positive(psi):
-    with pytest.raises(ValueError, match="psi must be a number > 0"):
-        truncated_noise(4, 8, psi)
     with pytest.raises(ValueError, match="psi must be a number > 0"):
         truncation_rows(8, [1.0, psi], 4)
 
