@@ -259,13 +259,14 @@ def measure(key, plan, args, device, results):
             side = side_class(dataset, config(dataset, args), device, train)
             wall, cpu = timed(side, plan, device)
             peak = peak_mb(device)
+            grew = max(0.0, peak - start)   # VmHWM read at the reset can exceed a later read by a page or two
             del side   # frees its loader and networks before the next measurement
             value = (wall / plan["batches"] * plan["epoch_batches"] if unit == "s/epoch"
                      else plan["batches"] * args.batch_size / max(wall, 1e-9))
-            for f, v in zip(fields, (value, wall, cpu, peak, peak - start)):
+            for f, v in zip(fields, (value, wall, cpu, peak, grew)):
                 entry[name][f].append(round(v, 4))
             print(f"  {key:16s} {name:8s} repeat {r + 1}/{args.repeats}: {value:10.2f} {unit} "
-                  f"({wall:.2f} s timed, CPU {cpu:.2f} s; peak {peak:.0f} MiB, +{peak - start:.0f} MiB)",
+                  f"({wall:.2f} s timed, CPU {cpu:.2f} s; peak {peak:.0f} MiB, +{grew:.0f} MiB)",
                   flush=True)
     a, b = (statistics.median(entry[name]["values"]) for name in ("lecture", "project"))
     entry["lecture"]["median"], entry["project"]["median"] = a, b
