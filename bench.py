@@ -259,7 +259,7 @@ def measure(key, plan, args, device, results):
             side = side_class(dataset, config(dataset, args), device, train)
             wall, cpu = timed(side, plan, device)
             peak = peak_mb(device)
-            grew = max(0.0, peak - start)   # VmHWM read at the reset can exceed a later read by a page or two
+            grew = max(0.0, peak - start)   # the kernel updates VmHWM lazily: a later read can be a page lower
             del side   # frees its loader and networks before the next measurement
             value = (wall / plan["batches"] * plan["epoch_batches"] if unit == "s/epoch"
                      else plan["batches"] * args.batch_size / max(wall, 1e-9))
