@@ -27,7 +27,8 @@ from helper_health import HealthMonitor
 from helper_losses import LOSS_DEFAULTS, LOSSES
 from helper_tensorboard import TensorBoardMissing
 from helper_tensorboard import require as require_tensorboard
-from helper_train import RunError, amp_dtype, build_state, check_config, load_checkpoint, train_gan
+from helper_train import (RunError, amp_dtype, batches_per_epoch, build_state, check_config,
+                          load_checkpoint, train_gan)
 
 # The defaults both scripts share (running a run, and the loss: the lecture's BCE);
 # each script's presets add the rest.
@@ -218,7 +219,7 @@ def train_run(cfg, given, rank, world, device):
         write_run_dir(run_dir, cfg, world, device)
         if ckpt is not None:
             log_changes(run_dir, ckpt, cfg, given)
-        print_header(cfg, min(len(loader), cfg["max_batches"] or len(loader)), device, world)
+        print_header(cfg, batches_per_epoch(loader, cfg), device, world)
         helper_plot.save_grid(real[:64], run_dir / "reals.png")
     state = build_state(cfg, device, ckpt, rank, world)
     if ckpt is not None and rank == 0:

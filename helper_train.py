@@ -123,7 +123,7 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
     if main:   # for the report: where and from which point this part of the run trained
         log.event(event="start", step=state.step, epoch=state.epoch, resumed=state.step > 0,
                   host=platform.node(), device=str(device), torch=torch.__version__)
-    per_epoch = min(len(loader), cfg["max_batches"] or len(loader))
+    per_epoch = batches_per_epoch(loader, cfg)
     budget, start, last_epoch_s = cfg["time_budget"] * 60, time.time(), 0.0
     progress = Progress((cfg["epochs"] - state.epoch) * per_epoch - state.batch, every_s=10,
                         deadline=start + budget if budget else None)
@@ -206,6 +206,11 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
             log.close()
             helper_plot.plot_run(run_dir)
     return status or "finished"
+
+
+def batches_per_epoch(loader, cfg):
+    """The loader's batches, or --max-batches of them when that is set (not 0)."""
+    return min(len(loader), cfg["max_batches"] or len(loader))
 
 
 def means(values):
@@ -457,12 +462,14 @@ def _is_widths(v, n=None):
             and all(_is_int(w) and w >= 1 for w in v))
 
 
-MAX_LAYERS, MAX_IMAGE_SIZE, MAX_PARAMS = 64, 1024, 2 * 10**9   # far above the presets' few million
 def _is_policy(text):
     try:
         return isinstance(text, str) and parse_policy(text) is not None
     except ValueError:
         return False
+
+
+MAX_LAYERS, MAX_IMAGE_SIZE, MAX_PARAMS = 64, 1024, 2 * 10**9   # far above the presets' few million
 
 
 RULES = [   # (settings, test, what the value must be)
