@@ -6,10 +6,13 @@ the results offline (evaluate.py's metrics) and write a table.
     python ablate.py --dataset celeba --data-dir ./data --minutes 10 --variants lecture best
 
 Every run is an ordinary training run (`OUT/VARIANT/seedN/`), one after the
-other so they do not share the CPU. The table goes to OUT/ablation.md and
-OUT/ablation.json; OUT/lecture_vs_best.png shows both presets' final grids.
+other so they do not share the CPU; `--parallel 2` trains two at a time with
+the cores split between them (OMP_NUM_THREADS), so two runs side by side see
+the same machine. The table goes to OUT/ablation.md and OUT/ablation.json;
+OUT/lecture_vs_best.png shows both presets' final grids.
 """
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -33,12 +36,21 @@ VARIANTS = {
         "wide": ["--g-hidden", "256,512,1024", "--d-hidden", "512,256", "--slope", "0.2",
                  "--dropout", "0", "--batch-size", "64"],
         "best": ["--preset", "best"],                        # with R1 gamma 0.1
-        # the other losses and regularisers, each on the best preset without R1
+        # the other losses and regularisers, each on the best preset; a typed --loss brings
+        # its own Adam settings (helper_losses.LOSS_DEFAULTS); label smoothing is BCE-only
         "best_no_r1": ["--preset", "best", "--r1", "0"],
-        "best_hinge_sn": ["--preset", "best", "--r1", "0", "--label-smoothing", "0", "--loss", "hinge",
-                          "--spectral-norm"],   # label smoothing is BCE-only
-        "best_wgan_gp": ["--preset", "best", "--r1", "0", "--label-smoothing", "0", "--loss", "wgan-gp"],
-        "best_diffaug": ["--preset", "best", "--r1", "0", "--diffaug", "translation,cutout"],
+        "best_hinge_sn": ["--preset", "best", "--label-smoothing", "0", "--loss", "hinge",
+                          "--spectral-norm"],
+        "best_wgan_gp": ["--preset", "best", "--r1", "0", "--label-smoothing", "0",
+                         "--loss", "wgan-gp"],   # its gradient penalty takes R1's place
+        "best_diffaug": ["--preset", "best", "--diffaug", "translation,cutout"],
+        # the learning rate, batch and generator BatchNorm of the best preset
+        "best_lr2e4_no_bn": ["--preset", "best", "--lr-gen", "2e-4", "--lr-disc", "2e-4",
+                             "--no-g-batchnorm"],   # the best preset before it got BN and Adam 5e-4
+        "best_lr2e4": ["--preset", "best", "--lr-gen", "2e-4", "--lr-disc", "2e-4"],
+        "best_b128_lr4e4": ["--preset", "best", "--batch-size", "128", "--lr-gen", "4e-4",
+                            "--lr-disc", "4e-4"],
+        "best_lr1e3": ["--preset", "best", "--lr-gen", "1e-3", "--lr-disc", "1e-3"],
     },
     "celeba": {
         "lecture": [],
@@ -50,6 +62,9 @@ VARIANTS = {
         "best_wgan_gp": ["--preset", "best", "--loss", "wgan-gp", "--n-critic", "2"],
         "best_diffaug": ["--preset", "best", "--diffaug", "color,translation,cutout"],
         "best_r1": ["--preset", "best", "--r1", "0.2"],
+        # the best preset at the lecture's widths and batch (the best preset before it got narrower)
+        "best_w64_b128": ["--preset", "best", "--g-features", "64", "--d-features", "64",
+                          "--batch-size", "128"],
     },
 }
 HERE = Path(__file__).resolve().parent
@@ -57,8 +72,29 @@ SCRIPT = {"mnist": HERE / "train_mnist_gan.py", "celeba": HERE / "train_celeba_d
 KEYS = {"mnist": ["fid", "inception_score", "min_class_share"], "celeba": ["swd_mean", "ms_ssim"]}
 
 
-def train(dataset, variant, seed, args):
-    """One training run in its own process; returns its folder."""
+def train_all(dataset, variants, args):
+    """Every variant and seed as its own process, args.parallel at a time, in
+    order; returns {variant: [run folder per seed]}. Exits at the first failure."""
+    jobs = [(v, s) for v in variants for s in args.seeds]
+    env = dict(os.environ)
+    if args.parallel > 1:   # split the cores; a user's own setting wins
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.parallel)))
+    running = []
+    for i, (variant, seed) in enumerate(jobs):
+        running.append(start(dataset, variant, seed, args, env))
+        if len(running) == args.parallel or i == len(jobs) - 1:
+            for label, proc, t0 in running:
+                if proc.wait():
+                    for _, other, _ in running:
+                        other.terminate()   # SIGTERM: each saves its checkpoint and stops
+                    sys.exit(f"error: {label} failed with exit code {proc.returncode}")
+                print(f"    {label} trained in {time.time() - t0:.0f} s", flush=True)
+            running = []
+    return {v: [Path(args.out) / v / f"seed{s}" for s in args.seeds] for v in variants}
+
+
+def start(dataset, variant, seed, args, env):
+    """Start one training run in its own process; returns (label, process, start time)."""
     out = Path(args.out) / variant / f"seed{seed}"
     cmd = [sys.executable, str(SCRIPT[dataset]), *VARIANTS[dataset][variant],
            "--data-dir", args.data_dir, "--out", str(out), "--seed", str(seed),
@@ -69,10 +105,14 @@ def train(dataset, variant, seed, args):
     if args.max_batches:
         cmd += ["--max-batches", str(args.max_batches)]
     print(f"--- {variant} seed {seed}: {' '.join(cmd[1:])}", flush=True)
-    t0 = time.time()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL if args.quiet else None)
-    print(f"    trained in {time.time() - t0:.0f} s", flush=True)
-    return out
+    log = None
+    if args.quiet or args.parallel > 1:   # interleaved progress lines help no one
+        out.parent.mkdir(parents=True, exist_ok=True)
+        log = open(out.parent / f"seed{seed}.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
+    if log:
+        log.close()   # the child holds its own copy
+    return f"{variant} seed {seed}", proc, time.time()
 
 
 def score(run_dir, ref, num):
@@ -120,15 +160,20 @@ def main(argv=None):
     p.add_argument("--cache-dir", help="decoded-image cache of the training runs (default: theirs)")
     p.add_argument("--num", type=int, default=10000, help="samples scored per run")
     p.add_argument("--skip-training", action="store_true", help="score existing runs only")
-    p.add_argument("--quiet", action="store_true", help="hide the training output")
+    p.add_argument("--parallel", type=int, default=1,
+                   help="runs trained at a time, the cores split between them (default: 1)")
+    p.add_argument("--quiet", action="store_true", help="training output to OUT/VARIANT/seedN.log, "
+                                                        "not the console (always with --parallel > 1)")
     p.add_argument("extra", nargs="*", help="flags passed to every run (after --)")
     args = p.parse_args(argv)
     variants = args.variants or list(VARIANTS[args.dataset])
     unknown = set(variants) - set(VARIANTS[args.dataset])
     if unknown:
         p.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS[args.dataset])}")
-    run_dirs = {v: [Path(args.out) / v / f"seed{s}" if args.skip_training else train(args.dataset, v, s, args)
-                    for s in args.seeds] for v in variants}
+    if args.parallel < 1:
+        p.error(f"--parallel must be >= 1, not {args.parallel}")
+    run_dirs = ({v: [Path(args.out) / v / f"seed{s}" for s in args.seeds] for v in variants}
+                if args.skip_training else train_all(args.dataset, variants, args))
     _, first = load_generator(next(iter(run_dirs.values()))[0])   # the data as the runs saw it
     ref = Reference({**first, "data_dir": args.data_dir, "cache_dir": args.cache_dir}, min(args.num, 5000))
     results = {v: [score(d, ref, args.num) for d in dirs] for v, dirs in run_dirs.items()}

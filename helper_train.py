@@ -493,7 +493,7 @@ RULES = [   # (settings, test, what the value must be)
     (("g_hidden", "d_hidden"), _is_widths, f"1 to {MAX_LAYERS} positive integers"),
     (("img_shape",), lambda v: _is_widths(v, 3), "3 positive integers"),
     (("fresh_noise", "channels_last", "compile", "cudnn_benchmark", "health", "resume", "overwrite",
-      "spectral_norm", "tensorboard"),
+      "spectral_norm", "tensorboard", "g_batchnorm"),
      lambda v: isinstance(v, bool), "true or false"),
     (("data_dir", "out", "device", "preset"), lambda v: isinstance(v, str), "text"),
     (("cache_dir",), lambda v: v is None or isinstance(v, str), "a folder or unset"),
@@ -505,7 +505,7 @@ RULES = [   # (settings, test, what the value must be)
     (("input_path",), ("tensor", "images").__contains__, "tensor or images"),
 ]
 # What build_models reads, and what each dataset's images need of the networks.
-NEEDED = {"fc": ("latent_dim", "img_shape", "g_hidden", "d_hidden", "dropout"),
+NEEDED = {"fc": ("latent_dim", "img_shape", "g_hidden", "d_hidden", "dropout", "g_batchnorm"),
           "dcgan": ("latent_dim", "g_features", "d_features", "channels", "image_size")}
 DATASET_NETS = {**{name: {"model": "fc", "img_shape": [1, 28, 28]} for name in IDX_SETS},
                 **{name: {"model": "dcgan", "channels": 3} for name in RGB_SETS}}
@@ -702,7 +702,8 @@ def upgrade_config(cfg):
     dataset = "mnist" if cfg.get("model") == "fc" else "celeba"
     return {"dataset": dataset, "slope": 0.01, "gen_activation": "leaky", "init": "default", "threads": 0,
             "loss": "bce", "n_critic": 1, "beta2": 0.999, "spectral_norm": False, "r1": 0.0,
-            "diffaug": "", "clip": 0.01, "gp_weight": 10.0, **cfg}
+            "diffaug": "", "clip": 0.01, "gp_weight": 10.0,
+            **({"g_batchnorm": False} if cfg.get("model") == "fc" else {}), **cfg}
 
 
 def load_generator(path, device="cpu"):

@@ -20,11 +20,15 @@ def _act(kind, slope):
     raise ValueError(f"unknown activation {kind!r}: use 'leaky' or 'relu'")
 
 
-def _mlp(sizes, slope, dropout, activation="leaky"):
-    """Linear -> activation -> dropout for each hidden size (sizes[0] is the input)."""
+def _mlp(sizes, slope, dropout, activation="leaky", batchnorm=False):
+    """Linear -> (BatchNorm) -> activation -> dropout for each hidden size
+    (sizes[0] is the input). No bias before BatchNorm: its shift replaces it."""
     layers = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(n_in, n_out), _act(activation, slope)]
+        layers.append(nn.Linear(n_in, n_out, bias=not batchnorm))
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(n_out))
+        layers.append(_act(activation, slope))
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
     return layers
@@ -33,16 +37,17 @@ def _mlp(sizes, slope, dropout, activation="leaky"):
 class FCGenerator(nn.Module):
     """Lecture MNIST generator: z -> Linear(latent, 128) -> LeakyReLU -> Dropout
     -> Linear(128, C*H*W) -> Tanh -> N x C x H x W. `hidden` may list more
-    widths for a deeper, wider generator."""
+    widths for a deeper, wider generator; `batchnorm` puts BatchNorm after each
+    hidden Linear, as the DCGAN generator has after each hidden ConvT."""
 
     def __init__(self, latent_dim=100, img_shape=(1, 28, 28), hidden=(128,),
-                 slope=0.01, dropout=0.5, activation="leaky"):
+                 slope=0.01, dropout=0.5, activation="leaky", batchnorm=False):
         super().__init__()
         self.latent_dim = latent_dim
         self.img_shape = tuple(img_shape)
         out = math.prod(self.img_shape)
         self.net = nn.Sequential(
-            *_mlp([latent_dim, *hidden], slope, dropout, activation),  # N x hidden[-1]
+            *_mlp([latent_dim, *hidden], slope, dropout, activation, batchnorm),  # N x hidden[-1]
             nn.Linear(hidden[-1], out),                                # N x C*H*W
             nn.Tanh(),                                                 # in [-1, 1] like the data
         )
@@ -145,7 +150,7 @@ def build_models(cfg):
     if cfg["model"] == "fc":
         shape = tuple(cfg["img_shape"])
         gen = FCGenerator(cfg["latent_dim"], shape, cfg["g_hidden"], slope,
-                          cfg["dropout"], cfg["gen_activation"])
+                          cfg["dropout"], cfg["gen_activation"], cfg["g_batchnorm"])
         disc = FCDiscriminator(shape, cfg["d_hidden"], slope, cfg["dropout"])
     elif cfg["model"] == "dcgan":
         gen = DCGANGenerator(cfg["latent_dim"], cfg["g_features"], cfg["channels"],

@@ -86,6 +86,21 @@ def test_resume_with_critic_steps_r1_and_diffaug_is_exact(mnist_root, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_with_a_batchnorm_generator_and_ema_is_exact(mnist_root, tmp_path):
+    """BatchNorm's running statistics are buffers: the checkpoint and the EMA
+    copy must carry them for the resumed run to match the uninterrupted one."""
+    extra = ["--g-batchnorm", "--dropout", 0, "--ema-decay", 0.9, "--log-every", 1]
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    assert run_main(train_mnist_gan.main, mnist_argv(mnist_root, ref, *extra, epochs=2))[0] == 0
+    assert run_main(train_mnist_gan.main, mnist_argv(mnist_root, out, *extra, epochs=1))[0] == 0
+    assert run_main(train_mnist_gan.main, ["--resume", "--out", out, "--epochs", 2])[0] == 0
+    assert torch.equal(metric_values(out), metric_values(ref))
+    a, b = load_ckpt(out), load_ckpt(ref)
+    assert any("running_mean" in k for k in a["ema"])
+    for net in ("gen", "ema"):
+        assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
+
+
 def test_dcgan_with_wgan_gp_and_channels_last(celeba_root, tmp_path):
     out = tmp_path / "run"
     code, _, _ = run_main(train_celeba_dcgan.main, dcgan_argv(celeba_root, out, tmp_path / "cache",

@@ -121,6 +121,23 @@ def test_bad_image_size_raises(size):
         DCGANDiscriminator(features=8, image_size=size)
 
 
+def test_fc_generator_batchnorm_option():
+    """BatchNorm after each hidden Linear (which then has no bias), never after
+    the output layer; in eval mode the running statistics make a sample
+    independent of the rest of its batch."""
+    gen, _ = build_models({**FC_CFG, "dropout": 0.0, "g_batchnorm": True})
+    assert [type(m) for m in gen.net] == [nn.Linear, nn.BatchNorm1d, nn.LeakyReLU,
+                                          nn.Linear, nn.BatchNorm1d, nn.LeakyReLU, nn.Linear, nn.Tanh]
+    assert [m.bias is None for m in gen.net if isinstance(m, nn.Linear)] == [True, True, False]
+    z = torch.randn(6, 16)
+    gen(z)                                            # train mode: updates the running statistics
+    assert not torch.equal(gen.net[1].running_mean, torch.zeros(32))
+    gen.eval()
+    assert torch.allclose(gen(z)[:2], gen(z[:2]), atol=1e-6)
+    plain, _ = build_models(FC_CFG)
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in plain.modules())
+
+
 def test_relu_activation_variant_and_unknown_activation():
     gen = DCGANGenerator(features=8, image_size=32, activation="relu")
     assert any(isinstance(m, nn.ReLU) for m in gen.modules())
@@ -132,7 +149,8 @@ def test_relu_activation_variant_and_unknown_activation():
 # ---------------------------------------------------------------- build_models, init
 
 FC_CFG = dict(model="fc", latent_dim=16, img_shape=[1, 28, 28], g_hidden=[32, 64],
-              d_hidden=[48], dropout=0.3, slope=0.2, gen_activation="leaky", init="default")
+              d_hidden=[48], dropout=0.3, slope=0.2, gen_activation="leaky", init="default",
+              g_batchnorm=False)
 DC_CFG = dict(model="dcgan", latent_dim=16, g_features=4, d_features=6, channels=3,
               image_size=32, slope=0.2, gen_activation="leaky", init="default")
 

@@ -63,3 +63,28 @@ def test_ablate_writes_table_and_grids(mnist_with_classifier, tmp_path, capsys):
     assert result["runs"]["best"][0]["epochs"] == 1.0
     assert (out / "lecture_vs_best.png").exists()
     assert json.loads((out / "best" / "seed1" / "config.json").read_text())["g_hidden"] == [256, 512, 1024]
+
+
+def test_ablate_trains_two_at_a_time_with_the_cores_split(mnist_with_classifier, tmp_path, capsys,
+                                                          monkeypatch):
+    """--parallel 2: both runs train, each with its share of the cores and its output in a
+    log file beside its folder; the table is the same kind as one at a time."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(ablate.os, "cpu_count", lambda: 4)   # 4 cores: 2 threads per run
+    out = tmp_path / "ablation"
+    argv = ["--data-dir", mnist_with_classifier, "--out", out, "--variants", "lecture", "best_bn",
+            "--seeds", 1, "--epochs", 1, "--max-batches", 2, "--num", 32, "--parallel", 2,
+            "--", "--batch-size", 16, "--num-workers", 0, "--device", "cpu"]
+    code, printed, _ = run_main(ablate.main, argv, capsys)
+    assert code == 0
+    result = json.loads((out / "ablation.json").read_text())
+    assert [r["variant"] for r in result["rows"]] == ["lecture", "best_bn"]
+    for variant in ("lecture", "best_bn"):
+        log = (out / variant / "seed1.log").read_text()
+        assert "2 threads" in log and "done after" in log   # OMP_NUM_THREADS wins over the preset's 1
+    assert json.loads((out / "best_bn" / "seed1" / "config.json").read_text())["g_batchnorm"] is True
+
+
+def test_ablate_refuses_a_bad_parallel_count(tmp_path, capsys):
+    code, _, err = run_main(ablate.main, ["--out", tmp_path / "a", "--parallel", 0], capsys)
+    assert code == 2 and "--parallel" in err
