@@ -72,17 +72,17 @@ def test_ablate_trains_two_at_a_time_with_the_cores_split(mnist_with_classifier,
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(ablate.os, "cpu_count", lambda: 4)   # 4 cores: 2 threads per run
     out = tmp_path / "ablation"
-    argv = ["--data-dir", mnist_with_classifier, "--out", out, "--variants", "lecture", "best_bn",
+    argv = ["--data-dir", mnist_with_classifier, "--out", out, "--variants", "lecture", "best",
             "--seeds", 1, "--epochs", 1, "--max-batches", 2, "--num", 32, "--parallel", 2,
             "--", "--batch-size", 16, "--num-workers", 0, "--device", "cpu"]
     code, printed, _ = run_main(ablate.main, argv, capsys)
     assert code == 0
     result = json.loads((out / "ablation.json").read_text())
-    assert [r["variant"] for r in result["rows"]] == ["lecture", "best_bn"]
-    for variant in ("lecture", "best_bn"):
+    assert [r["variant"] for r in result["rows"]] == ["lecture", "best"]
+    for variant in ("lecture", "best"):
         log = (out / variant / "seed1.log").read_text()
         assert "2 threads" in log and "done after" in log   # OMP_NUM_THREADS wins over the preset's 1
-    assert json.loads((out / "best_bn" / "seed1" / "config.json").read_text())["g_batchnorm"] is True
+    assert json.loads((out / "best" / "seed1" / "config.json").read_text())["g_batchnorm"] is True
 
 
 def test_ablate_refuses_a_bad_parallel_count(tmp_path, capsys):
