@@ -46,7 +46,7 @@ VARIANTS = {
         "best_diffaug": ["--preset", "best", "--diffaug", "translation,cutout"],
         # the learning rate, batch and generator BatchNorm of the best preset
         "best_lr2e4_no_bn": ["--preset", "best", "--lr-gen", "2e-4", "--lr-disc", "2e-4",
-                             "--no-g-batchnorm"],   # the best preset before it got BN and Adam 5e-4
+                             "--no-g-batchnorm"],   # no BN, the lecture's Adam 2e-4
         "best_lr2e4": ["--preset", "best", "--lr-gen", "2e-4", "--lr-disc", "2e-4"],
         "best_b128_lr4e4": ["--preset", "best", "--batch-size", "128", "--lr-gen", "4e-4",
                             "--lr-disc", "4e-4"],
@@ -62,7 +62,7 @@ VARIANTS = {
         "best_wgan_gp": ["--preset", "best", "--loss", "wgan-gp", "--n-critic", "2"],
         "best_diffaug": ["--preset", "best", "--diffaug", "color,translation,cutout"],
         "best_r1": ["--preset", "best", "--r1", "0.2"],
-        # the best preset at the lecture's widths and batch (the best preset before it got narrower)
+        # the best preset at the lecture's widths and batch: 4x the work per image
         "best_w64_b128": ["--preset", "best", "--g-features", "64", "--d-features", "64",
                           "--batch-size", "128"],
     },
