@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from helper_checkpoint import load_generator
 from helper_eval import Reference
 from helper_files import read_events, write_json
 from helper_plot import compare, side_by_side
-from helper_train import load_generator
 from models import samples_of
 
 VARIANTS = {

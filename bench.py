@@ -48,8 +48,8 @@ import helper_data
 import helper_train
 import train_celeba_dcgan
 import train_mnist_gan
-from helper_cli import pick_device
-from helper_files import write_json
+from helper_checkpoint import pick_device
+from helper_files import RunError, write_json
 from models import build_models
 
 MB = 2 ** 20
@@ -180,7 +180,7 @@ class Project:
         if self.pending:
             values, self.pending = torch.stack(self.pending).cpu(), []
             if not torch.isfinite(values).all():
-                raise helper_train.RunError("a loss became NaN or infinite during the benchmark")
+                raise RunError("a loss became NaN or infinite during the benchmark")
             values.tolist()
 
 
@@ -287,7 +287,7 @@ def setup(args, results):
     in a temporary folder with --rebuild-cache), then loading it."""
     if args.only in (None, "pipeline"):
         results["mnist_setup"] = {"lecture_s": seconds(lecture_dataset, "mnist", args.data_dir),
-                                  "project_s": seconds(helper_data.mnist_uint8, args.data_dir, False)}
+                                  "project_s": seconds(helper_data.read_idx_set, args.data_dir, "mnist")}
     if args.only == "mnist":
         return
     files = helper_data.find_celeba(args.data_dir)
@@ -393,7 +393,7 @@ def run_all(args, device, cores):
     results = {"machine": machine_info(device, cores), "repeats": args.repeats, "settings": vars(args),
                "precision": {"lecture": "float32", "project": str(helper_train.amp_dtype(
                    config("mnist", args), device) or torch.float32).replace("torch.", "")}}
-    n_mnist = len(helper_data.mnist_uint8(args.data_dir, download=False)) if args.only != "celeba" else 0
+    n_mnist = len(helper_data.read_idx_set(args.data_dir, "mnist")) if args.only != "celeba" else 0
     print(f"device {device}, {torch.get_num_threads()} threads, {results['machine']['cpu']}, "
           f"load average {load_average()}", flush=True)
     if (load_average() or [0])[0] > cores - 0.5:
@@ -421,7 +421,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads or cores)
     try:
         results = run_all(args, pick_device(args.device), cores)
-    except (helper_data.DataError, helper_train.RunError) as e:
+    except (helper_data.DataError, RunError) as e:
         sys.exit(f"error: {e}")
     print_table(results)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

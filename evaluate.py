@@ -22,11 +22,10 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 
 import helper_eval  # noqa: E402
-from helper_cli import pick_device  # noqa: E402
+from helper_checkpoint import load_generator, pick_device  # noqa: E402
 from helper_data import DataError  # noqa: E402
 from helper_eval import Reference  # noqa: E402
-from helper_files import check_output_file, write_json  # noqa: E402
-from helper_train import RunError, load_generator  # noqa: E402
+from helper_files import RunError, check_output_file, write_json  # noqa: E402
 from models import samples_of  # noqa: E402
 
 
@@ -39,7 +38,7 @@ def inception_fid(samples, real):
             rgb = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
             fid.update((rgb + 1) / 2, real=is_real)
         return float(fid.compute()), None
-    except Exception as e:   # not installed, or its weights cannot be downloaded here
+    except (ImportError, OSError, RuntimeError, ValueError) as e:   # not installed; weights not downloadable
         return None, f"Inception FID skipped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 

@@ -37,14 +37,13 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from helper_cli import pick_device  # noqa: E402
+from helper_checkpoint import load_generator, pick_device  # noqa: E402
 from helper_data import IDX_SETS, DataError, dataset_images  # noqa: E402
 from helper_eval import load_mnist_classifier  # noqa: E402
-from helper_files import check_output_file  # noqa: E402
+from helper_files import RunError, check_output_file  # noqa: E402
 from helper_explore import interpolation_frames, interpolation_noise, nearest, nearest_grid, truncation_rows  # noqa: E402
 from helper_plot import save_grid  # noqa: E402
 from helper_report import grid_image, save_gif  # noqa: E402
-from helper_train import RunError, load_generator  # noqa: E402
 from models import sample, samples_of  # noqa: E402
 
 MODES = ("interpolate", "truncation", "nearest")    # None: plain samples

@@ -20,15 +20,15 @@ from pathlib import Path
 import torch
 
 import helper_plot
-from helper_data import DataError, hms, make_loader
+from helper_checkpoint import check_config, load_checkpoint, pick_device
+from helper_data import DataError, make_loader
 from helper_eval import make_evaluator
-from helper_files import RunLock, append_event, atomic_write, json_safe, plain
+from helper_files import RunError, RunLock, append_event, atomic_write, hms, json_safe, plain
 from helper_health import HealthMonitor
 from helper_losses import LOSS_DEFAULTS, LOSSES
 from helper_tensorboard import TensorBoardMissing
 from helper_tensorboard import require as require_tensorboard
-from helper_train import (RunError, amp_dtype, batches_per_epoch, build_state, check_config,
-                          load_checkpoint, train_gan)
+from helper_train import amp_dtype, batches_per_epoch, build_state, train_gan
 
 # The defaults both scripts share (running a run, and the loss: the lecture's BCE);
 # each script's presets add the rest.
@@ -47,9 +47,9 @@ SCRIPTS = {"fc": "train_mnist_gan.py", "dcgan": "train_celeba_dcgan.py"}
 # A disk that cannot take the run's files: one line and exit 1, not a traceback.
 WRITE_ERRORS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS, errno.EACCES,
                 errno.EPERM}
-# What a run folder holds (grids/ aside); the first four mark a folder as holding a run.
-RUN_FILES = ["config.json", "metrics.csv", "events.jsonl", "checkpoint.pt", "reals.png",
-             "loss.png", "accuracy.png", "progress.png", "final_grid.png", "real_vs_fake.png",
+# What a run folder holds (grids/ aside); any of the markers means it holds a run.
+RUN_MARKERS = ["config.json", "metrics.csv", "events.jsonl", "checkpoint.pt"]
+RUN_FILES = [*RUN_MARKERS, "reals.png", "loss.png", "accuracy.png", "progress.png", "final_grid.png", "real_vs_fake.png",
              "eval.png", "progress.gif", "report.html"]
 
 
@@ -148,7 +148,7 @@ def parse_config(parser, presets, argv=None, implied=None):
             cfg.update(defaults.get(typed[flag], {}))
     cfg.update(typed, preset=preset)
     try:
-        check_config(cfg)   # the rules live in helper_train: checkpoints obey them too
+        check_config(cfg)   # the rules live in helper_checkpoint: checkpoints obey them too
     except RunError as e:
         parser.error(str(e))
     return absolute_paths(cfg), set(typed)
@@ -257,24 +257,6 @@ def dist_setup():
     return rank, world, local
 
 
-def pick_device(name, local_rank=0):
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise RunError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RunError(f"--device {name}: no CUDA GPU is visible; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    elif device.type != "cpu":
-        raise RunError(f"--device {name}: only cpu and cuda are supported")
-    return device
-
-
 def set_threads(cfg, given):
     """PyTorch's CPU threads: a typed --threads, else OMP_NUM_THREADS when the
     user set it, else the preset's value (0: PyTorch's default, one per core)."""
@@ -317,7 +299,7 @@ def prepare_run(cfg, given, rank, world, device):
                   + ", ".join("--" + k.replace("_", "-") for k in ignored))
         cfg = {**cfg, **saved, **{k: cfg[k] for k in given & RESUMABLE},
                "resume": True, "overwrite": False, "out": cfg["out"]}   # the folder as it is now
-    elif any((out / f).exists() for f in RUN_FILES[:4]) and not cfg["overwrite"]:
+    elif any((out / f).exists() for f in RUN_MARKERS) and not cfg["overwrite"]:
         raise RunError(f"{out} already holds a run: add --resume to continue it, "
                        f"--overwrite to replace it, or choose another --out")
     if world > 1:

@@ -27,7 +27,6 @@ import shutil
 import struct
 import sys
 import tempfile
-import time
 import warnings
 import zlib
 from multiprocessing import Pool
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from helper_files import atomic_write, remove_stale_temps
+from helper_files import Progress, atomic_write, remove_stale_temps
 
 # data set name (the --dataset value) -> torchvision's folder (and class) name
 IDX_SETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
@@ -62,39 +61,6 @@ CIFAR_HELP = (
 
 class DataError(Exception):
     """A data set that is missing or unusable; the message says how to fix it."""
-
-
-class Progress:
-    """Progress lines for a long job: a text, the time elapsed and the time
-    left (from the rate so far), at most one line every `every_s` seconds."""
-
-    def __init__(self, total, every_s=2.0, stream=sys.stdout, deadline=None):
-        self.total, self.every_s, self.stream = total, every_s, stream
-        self.start = self.last = time.time()
-        self.deadline = deadline  # a time budget's end (time.time()), if any
-
-    def update(self, done, text, force=False):
-        """done: units finished of `total`; force: print even if a line was printed recently."""
-        now = time.time()
-        if not force and now - self.last < self.every_s:
-            return
-        self.last = now
-        print(f"{text} | {self.times(done)}", file=self.stream, flush=True)
-
-    def times(self, done):
-        elapsed = time.time() - self.start
-        left = elapsed / done * (self.total - done) if done else float("nan")
-        if self.deadline is not None:
-            left = min(left, max(0.0, self.deadline - time.time()))
-        return f"{hms(elapsed)} elapsed, {hms(left)} left"
-
-
-def hms(seconds):
-    if seconds != seconds:  # NaN: nothing done yet
-        return "?"
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def _why(error):
@@ -277,18 +243,6 @@ def _download_idx(raw, name, train):
                         f"{_idx_help(raw, name, split)}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def mnist_uint8(data_dir, download=True, train=True):
-    """MNIST images as uint8 N x 1 x 28 x 28 (kept for older callers)."""
-    return read_idx_set(data_dir, "mnist", train=train, download=download)
-
-
-class MnistImages(PerImage):
-    """The lecture's per-image MNIST path (kept for older callers)."""
-
-    def __init__(self, data_dir, download=True):
-        super().__init__(read_idx_set(data_dir, "mnist", download=download))
 
 
 # ---------------------------------------------------------------- image files: CelebA and folders

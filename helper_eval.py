@@ -216,12 +216,18 @@ def mnist_scores(classifier, images, real_images):
 BINOMIAL_5 = torch.tensor([1., 4., 6., 4., 1.]) / 16  # the 5 x 5 kernel is its outer product
 
 
-def _blur(x, k):
-    """Separable blur of N x C x H x W with outer(k, k), reflect padding: same size out."""
-    c, r = x.shape[1], len(k) // 2
-    x = F.pad(x, (r, r, r, r), mode="reflect")
+def _separable(x, k):
+    """Filter every channel of N x C x H x W with outer(k, k), 'valid' windows: a
+    row pass then a column pass (2k instead of k^2 multiplies per pixel)."""
+    c = x.shape[1]
     x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def _blur(x, k):
+    """Separable blur with reflect padding: the same size out."""
+    r = len(k) // 2
+    return _separable(F.pad(x, (r, r, r, r), mode="reflect"), k)
 
 
 def laplacian_pyramid(images, min_res=16):
@@ -304,19 +310,11 @@ def _gaussian_1d(size, sigma):
     return (g / g.sum()).float()
 
 
-def _local_means(t, g):
-    """Gaussian-weighted means over 'valid' windows; the 2-D gaussian is separable,
-    so a row pass then a column pass (2k instead of k^2 multiplies per pixel)."""
-    c = t.shape[1]
-    t = F.conv2d(t, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(t, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
 def _ssim_terms(a, b, g):
     """Per-image mean SSIM and mean contrast-structure term, data range 1."""
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     # the five local statistics in one pass: channels [a, b, a^2, b^2, ab]
-    mu_a, mu_b, aa, bb, ab = _local_means(torch.cat([a, b, a * a, b * b, a * b], 1), g).chunk(5, 1)
+    mu_a, mu_b, aa, bb, ab = _separable(torch.cat([a, b, a * a, b * b, a * b], 1), g).chunk(5, 1)
     var_a, var_b, cov = aa - mu_a ** 2, bb - mu_b ** 2, ab - mu_a * mu_b
     cs = (2 * cov + c2) / (var_a + var_b + c2)
     lum = (2 * mu_a * mu_b + c1) / (mu_a ** 2 + mu_b ** 2 + c1)

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -254,3 +255,38 @@ def _json_or_none(line):
         return json.loads(line)
     except ValueError:
         return None
+
+
+# ---------------------------------------------------------------- progress lines
+
+class Progress:
+    """Progress lines for a long job: a text, the time elapsed and the time
+    left (from the rate so far), at most one line every `every_s` seconds."""
+
+    def __init__(self, total, every_s=2.0, stream=sys.stdout, deadline=None):
+        self.total, self.every_s, self.stream = total, every_s, stream
+        self.start = self.last = time.time()
+        self.deadline = deadline  # a time budget's end (time.time()), if any
+
+    def update(self, done, text, force=False):
+        """done: units finished of `total`; force: print even if a line was printed recently."""
+        now = time.time()
+        if not force and now - self.last < self.every_s:
+            return
+        self.last = now
+        print(f"{text} | {self.times(done)}", file=self.stream, flush=True)
+
+    def times(self, done):
+        elapsed = time.time() - self.start
+        left = elapsed / done * (self.total - done) if done else float("nan")
+        if self.deadline is not None:
+            left = min(left, max(0.0, self.deadline - time.time()))
+        return f"{hms(elapsed)} elapsed, {hms(left)} left"
+
+
+def hms(seconds):
+    if seconds != seconds:  # NaN: nothing done yet
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

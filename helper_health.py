@@ -147,11 +147,12 @@ class HealthMonitor:
         return messages
 
     def check_samples(self, samples, epoch):
-        """samples: the fixed-noise images after `epoch`. Returns warnings."""
-        ratio = self.last_ratio = spread(samples) / max(self.real_spread, 1e-8)
+        """samples: the fixed-noise images after `epoch`. Returns (their spread
+        over the real images' spread, warnings)."""
+        ratio = spread(samples) / max(self.real_spread, 1e-8)
         if self.batches < COLLAPSE_AFTER:
-            return []
-        return self.collapse.update(ratio < SPREAD_RATIO, ratio > SPREAD_RATIO * HYSTERESIS, epoch,
+            return ratio, []
+        return ratio, self.collapse.update(ratio < SPREAD_RATIO, ratio > SPREAD_RATIO * HYSTERESIS, epoch,
                                     epoch=epoch, ratio=ratio)
 
 

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 import generate
+import helper_checkpoint
 import helper_cli
-import helper_train
 import models
 import train_celeba_dcgan
 import train_mnist_gan
@@ -183,12 +183,12 @@ class _Payload:
 
 
 def test_generate_refuses_pickled_objects(tmp_path, capsys):
-    torch.save({"format": helper_train.CKPT_FORMAT, "x": argparse.Namespace(a=1)}, tmp_path / "ns.pt")
+    torch.save({"format": helper_checkpoint.CKPT_FORMAT, "x": argparse.Namespace(a=1)}, tmp_path / "ns.pt")
     code, _, err = gen_main([tmp_path / "ns.pt", "--out", tmp_path / "x.pt"], capsys)
     assert code != 0
     assert_one_line_error(code, err, code, "not loaded")
     marker = tmp_path / "code_ran"
-    torch.save({"format": helper_train.CKPT_FORMAT, "config": _Payload(str(marker))}, tmp_path / "evil.pt")
+    torch.save({"format": helper_checkpoint.CKPT_FORMAT, "config": _Payload(str(marker))}, tmp_path / "evil.pt")
     code, _, err = gen_main([tmp_path / "evil.pt", "--out", tmp_path / "x.pt"], capsys)
     assert code != 0 and not marker.exists()
     assert_one_line_error(code, err, code, "not loaded")

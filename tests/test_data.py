@@ -52,16 +52,16 @@ def test_to_float_matches_totensor_normalize_bit_for_bit():
 
 # ---------------------------------------------------------------- MNIST
 
-def test_mnist_uint8_reads_idx_files(mnist_root, mnist_images):
-    x = hd.mnist_uint8(mnist_root, download=False)
+def test_read_idx_set_reads_mnist_files(mnist_root, mnist_images):
+    x = hd.read_idx_set(mnist_root)
     assert x.shape == (N_MNIST, 1, 28, 28) and x.dtype == torch.uint8
     assert torch.equal(x[:, 0], torch.from_numpy(mnist_images.copy()))
     # pointing at the MNIST folder itself works too
-    assert torch.equal(hd.mnist_uint8(mnist_root / "MNIST", download=False), x)
+    assert torch.equal(hd.read_idx_set(mnist_root / "MNIST"), x)
 
 
 def test_tensor_loader_mnist_batches(mnist_root):
-    loader = hd.TensorLoader(hd.mnist_uint8(mnist_root, download=False), 50, "cpu", seed=1)
+    loader = hd.TensorLoader(hd.read_idx_set(mnist_root), 50, "cpu", seed=1)
     batches = list(loader.batches(0))
     assert len(loader) == len(batches) == 4                       # 192 = 50 + 50 + 50 + 42
     assert [len(b) for b in batches] == [50, 50, 50, 42]
@@ -73,15 +73,15 @@ def test_tensor_loader_mnist_batches(mnist_root):
 
 def test_missing_mnist_is_a_clear_data_error(tmp_path):
     with pytest.raises(hd.DataError) as e:
-        hd.mnist_uint8(tmp_path / "nowhere", download=False)
+        hd.read_idx_set(tmp_path / "nowhere")
     msg = str(e.value)
     assert "MNIST" in msg and "train-images-idx3-ubyte" in msg and "--data-dir" in msg
     assert str(tmp_path / "nowhere") in msg and "\n" not in msg
 
 
 def test_mnist_per_image_path_equals_tensor_path(mnist_root):
-    fast = hd.TensorLoader(hd.mnist_uint8(mnist_root, download=False), 32, "cpu", seed=7)
-    slow = hd.DatasetLoader(hd.MnistImages(mnist_root, download=False), 32, "cpu", seed=7)
+    fast = hd.TensorLoader(hd.read_idx_set(mnist_root), 32, "cpu", seed=7)
+    slow = hd.DatasetLoader(hd.PerImage(hd.read_idx_set(mnist_root)), 32, "cpu", seed=7)
     assert len(fast) == len(slow) == 6
     for epoch, skip in [(0, 0), (1, 0), (1, 4)]:
         a, b = list(fast.batches(epoch, skip)), list(slow.batches(epoch, skip))
@@ -92,8 +92,8 @@ def test_mnist_per_image_path_equals_tensor_path(mnist_root):
 
 
 def test_loaders_leave_global_rng_alone(mnist_root):
-    fast = hd.TensorLoader(hd.mnist_uint8(mnist_root, download=False), 64, "cpu", seed=7)
-    slow = hd.DatasetLoader(hd.MnistImages(mnist_root, download=False), 64, "cpu", seed=7)
+    fast = hd.TensorLoader(hd.read_idx_set(mnist_root), 64, "cpu", seed=7)
+    slow = hd.DatasetLoader(hd.PerImage(hd.read_idx_set(mnist_root)), 64, "cpu", seed=7)
     torch.manual_seed(123)
     before = torch.get_rng_state()
     list(fast.batches(0)), list(slow.batches(2, skip=1))

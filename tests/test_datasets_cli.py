@@ -9,7 +9,7 @@ import train_celeba_dcgan
 import train_mnist_gan
 from conftest import (dcgan_argv, load_ckpt, make_cifar10, make_faces, make_idx_set, metric_values,
                       mnist_argv, run_main)
-from helper_train import load_generator
+from helper_checkpoint import load_generator
 from models import samples_of
 
 

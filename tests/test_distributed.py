@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import torch
 
-from helper_train import load_generator
+from helper_checkpoint import load_generator
 from models import samples_of
 
 from conftest import ROOT, load_ckpt, read_events, read_metrics

@@ -12,7 +12,7 @@ import generate
 import train_celeba_dcgan
 from conftest import dcgan_argv, make_celeba, png_array, run_main
 from helper_data import to_float
-from helper_train import load_generator
+from helper_checkpoint import load_generator
 from models import sample, samples_of
 
 CELL = 58          # a 28 x 28 MNIST image, doubled by save_grid, and its 2 px of padding

@@ -60,18 +60,19 @@ def test_collapse_and_recovery_from_samples():
     mon = HealthMonitor(real)
     mon.update(rows(*healthy(hh.COLLAPSE_AFTER)))
     same = real[:1].expand(64, -1, -1, -1)                 # 64 identical images
-    assert mon.check_samples(real.flip(0), epoch=1) == []  # diverse: silent
-    collapsed = mon.check_samples(same + 0.001 * torch.randn_like(same), epoch=2)
+    assert mon.check_samples(real.flip(0), epoch=1)[1] == []  # diverse: silent
+    ratio, collapsed = mon.check_samples(same + 0.001 * torch.randn_like(same), epoch=2)
+    assert ratio < 0.1
     assert len(collapsed) == 1 and "collapsed after epoch 2" in collapsed[0]
-    assert mon.check_samples(same, epoch=3) == []          # still collapsed: said once
-    recovered = mon.check_samples(real, epoch=4)
+    assert mon.check_samples(same, epoch=3)[1] == []          # still collapsed: said once
+    _, recovered = mon.check_samples(real, epoch=4)
     assert len(recovered) == 1 and "recovered" in recovered[0]
 
 
 def test_collapse_not_judged_before_bn_statistics_settle():
     real = real_batch()
     mon = HealthMonitor(real)
-    assert mon.check_samples(real[:1].expand(64, -1, -1, -1), epoch=1) == []
+    assert mon.check_samples(real[:1].expand(64, -1, -1, -1), epoch=1)[1] == []
 
 
 def test_replay_on_a_run_folder(tmp_path):

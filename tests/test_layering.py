@@ -9,7 +9,7 @@ from conftest import ROOT
 LAYERS = [
     {"models", "helper_files", "helper_losses", "helper_augment", "helper_explore"},  # no project imports
     {"helper_data", "helper_report"},                         # data; grids, a run's GIF and pages
-    {"helper_plot", "helper_tensorboard"},                    # plots, TensorBoard
+    {"helper_plot", "helper_tensorboard", "helper_checkpoint"},  # plots, TensorBoard; configs, checkpoints
     {"helper_eval", "helper_health"},                         # metrics and health
     {"helper_train"},                                         # the lecture's loop
     {"helper_cli"},                                           # command line -> train_gan
@@ -50,3 +50,26 @@ def test_imports_go_down_and_sit_at_the_top():
             if LAYER[name] >= LAYER[path.stem]:
                 problems.append(f"{where}, which is not in a lower layer")
     assert not problems, "\n".join(problems)
+
+
+TOOLS = ("generate", "evaluate", "ablate")   # they open trained runs: the checkpoint format is their contract
+
+
+def imported_closure(module, modules):
+    """Every project module that importing `module` loads, itself excluded."""
+    seen, todo = set(), [module]
+    while todo:
+        tree = ast.parse((ROOT / f"{todo.pop()}.py").read_text())
+        for name, _, _ in project_imports(tree, modules):
+            if name not in seen:
+                seen.add(name)
+                todo.append(name)
+    return seen - {module}
+
+
+def test_tools_never_load_the_loop_or_the_command_line():
+    modules = {p.stem for p in ROOT.glob("*.py")}
+    for tool in TOOLS:
+        loaded = imported_closure(tool, modules)
+        assert "helper_checkpoint" in loaded, tool
+        assert not loaded & {"helper_train", "helper_cli"}, f"{tool} loads {sorted(loaded & {'helper_train', 'helper_cli'})}"

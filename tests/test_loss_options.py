@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import helper_cli
+from helper_files import RunError
 import train_celeba_dcgan
 import train_mnist_gan
 from conftest import dcgan_argv, load_ckpt, metric_values, mnist_argv, run_main
@@ -123,5 +124,5 @@ def test_bad_loss_flags_exit_2_with_one_line(argv, needle, tmp_path, capsys):
 
 def test_double_backward_refused_under_torchrun(tmp_path):
     cfg = {**train_mnist_gan.PRESETS["lecture"], "out": str(tmp_path), "loss": "wgan-gp"}
-    with pytest.raises(helper_cli.RunError, match="one process"):
+    with pytest.raises(RunError, match="one process"):
         helper_cli.prepare_run(cfg, set(), 0, 2, torch.device("cpu"))

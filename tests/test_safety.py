@@ -22,6 +22,7 @@ import torch
 
 import evaluate
 import generate
+import helper_checkpoint
 import helper_cli
 import helper_files
 import helper_health
@@ -249,7 +250,7 @@ class _Payload:
 
 
 def test_pickle_refusal_does_not_advise_the_unsafe_way(run_copy, capsys):
-    torch.save({"format": helper_train.CKPT_FORMAT, "config": _Payload()}, run_copy / "checkpoint.pt")
+    torch.save({"format": helper_checkpoint.CKPT_FORMAT, "config": _Payload()}, run_copy / "checkpoint.pt")
     code, _, err = run_main(MNIST, ["--resume", "--out", run_copy], capsys)
     line = assert_one_line(code, err, 2, "not loaded (it could run code)")
     assert "weights_only" not in line and "likely succeed" not in line and "system" in line
@@ -297,7 +298,7 @@ def test_run_folder_tools_have_help(main, capsys):
 def test_generate_many_samples_in_batches(mnist_run, tmp_path, capsys):
     code, _, _ = run_main(generate.main, [mnist_run, "--num", 2100, "--out", tmp_path / "a" / "x.pt"], capsys)
     assert code == 0
-    gen, _ = helper_train.load_generator(mnist_run)
+    gen, _ = helper_checkpoint.load_generator(mnist_run)
     x = torch.load(tmp_path / "a" / "x.pt", weights_only=True)
     noise = torch.randn(2100, 100, generator=torch.Generator().manual_seed(0))   # --seed 0
     with torch.no_grad():

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import helper_checkpoint
 import helper_plot
 import helper_train
 import models
@@ -199,7 +200,7 @@ def test_checkpoint_contents_load_weights_only(mnist_run):
     ckpt = load_ckpt(mnist_run)      # weights_only=True: plain data and tensors only
     for key in ("gen", "disc", "opt_g", "opt_d", "epoch", "batch", "step", "rng", "fixed_noise", "config"):
         assert key in ckpt, key
-    assert ckpt["format"] == helper_train.CKPT_FORMAT
+    assert ckpt["format"] == helper_checkpoint.CKPT_FORMAT
     assert (ckpt["epoch"], ckpt["batch"], ckpt["step"]) == (2, 0, 6)
     assert ckpt["fixed_noise"].shape == (64, 100)
     assert ckpt["config"]["model"] == "fc" and ckpt["config"]["batch_size"] == 16
