@@ -14,6 +14,9 @@ Shuffling comes from a generator seeded with (seed, epoch), never from the
 global RNG, so the order is reproducible, resumable mid-epoch and shardable
 across distributed ranks.
 
+Read top to bottom: the entry points (make_loader, dataset_images), the two
+loaders, then the readers of each format, the crop and resize, and the cache.
+
 Every unusable input ends in a DataError whose one-line message says what is
 wrong and where to put which files. Reading never creates folders; only the
 opt-in download and the cache build write.
@@ -63,6 +66,177 @@ class DataError(Exception):
     """A data set that is missing or unusable; the message says how to fix it."""
 
 
+
+# ---------------------------------------------------------------- entry points
+
+def make_loader(dataset, cfg, device, rank=0, world=1):
+    """The loader a script trains on. The data set is cfg["dataset"] (one of
+    DATASETS), else the `dataset` argument. cfg keys: data_dir, batch_size (per
+    rank), seed, input_path (tensor | images), num_workers; IDX sets: download
+    (default True: fetch missing files); RGB sets: image_size, crop (default
+    DEFAULT_CROP[dataset]), cache_dir (celeba, folder)."""
+    name = cfg.get("dataset") or dataset
+    _check_choice("dataset", name, DATASETS)
+    crop = cfg.get("crop") or DEFAULT_CROP.get(name)
+    if crop is not None:
+        _check_choice("crop", crop, CROPS)
+    fast = cfg.get("input_path", "tensor") == "tensor"
+    source, side = _source(name, cfg, crop, fast, quiet=rank != 0)
+    if rank == 0:
+        _warn_if_small(len(source), cfg["batch_size"] * world, side, cfg.get("image_size"))
+    common = dict(batch_size=cfg["batch_size"], device=device, seed=cfg["seed"], rank=rank, world=world)
+    if fast:
+        return TensorLoader(source, **common)
+    return DatasetLoader(source, num_workers=cfg["num_workers"], **common)
+
+
+def dataset_images(cfg, train=True):
+    """All images of cfg's data set as uint8 N x C x H x W, as training sees them
+    (same crop, size and cache); `train=False`: the IDX sets' test split."""
+    name = cfg["dataset"]
+    if name in IDX_SETS:
+        return read_idx_set(cfg["data_dir"], name, train=train)
+    crop = cfg.get("crop") or DEFAULT_CROP[name]
+    return _source(name, {**cfg, "num_workers": cfg.get("num_workers", 2)}, crop, True, quiet=False)[0]
+
+
+def _source(name, cfg, crop, fast, quiet):
+    """(uint8 images N x C x H x W, or a per-image Dataset; the side of the
+    cropped source images, None for the IDX sets, which are never resized)."""
+    if name in IDX_SETS:
+        images = read_idx_set(cfg["data_dir"], name, download=cfg.get("download", True))
+        return (images if fast else PerImage(images)), None
+    size = cfg["image_size"]
+    if name == "cifar10":
+        images = read_cifar10(cfg["data_dir"], size, crop)
+        return (images if fast else PerImage(images)), _side(32, 32, crop)
+    files = find_celeba(cfg["data_dir"]) if name == "celeba" else find_images(cfg["data_dir"])
+    side = _first_image_side(files, crop)
+    if not fast:
+        return FaceImages(files, size, crop), side
+    cache_dir = cfg.get("cache_dir") or (default_cache_dir(cfg["data_dir"]) if name == "folder" else None)
+    return faces_uint8(files, size, cache_dir, workers=max(1, cfg["num_workers"]), quiet=quiet,
+                       crop=crop, dataset=name), side
+
+
+def _side(width, height, crop):
+    left, top, right, bottom = crop_box(width, height, crop)
+    return min(right - left, bottom - top)
+
+
+def _first_image_side(files, crop):
+    """The cropped side of the first image, from its header alone (None if unreadable)."""
+    try:
+        with Image.open(files[0]) as img:
+            return _side(*img.size, crop)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def _warn_if_small(n, batch_size, side, size):
+    """Tiny data trains, but rarely on purpose: say so once."""
+    if n < batch_size:
+        warnings.warn(f"only {n} images, fewer than one batch of {batch_size}: every epoch is "
+                      f"one smaller batch", stacklevel=3)
+    if side is not None and size and side * 2 < size:
+        warnings.warn(f"the images are about {side}x{side} pixels after cropping, much smaller "
+                      f"than the {size}x{size} output: they are upscaled and will look blurry",
+                      stacklevel=3)
+
+
+
+# ---------------------------------------------------------------- batching
+
+class ShuffledBatches:
+    """Batch indices for one epoch: a permutation seeded by (seed, epoch),
+    split over `world` ranks (padded by wrapping, like DistributedSampler),
+    cut into batches; `skip` drops the first batches when resuming mid-epoch."""
+
+    def __init__(self, n, batch_size, seed=0, rank=0, world=1):
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch, self.skip = 0, 0
+        self.per_rank = -(-n // world)
+
+    def set_epoch(self, epoch, skip=0):
+        self.epoch, self.skip = epoch, skip
+
+    def __len__(self):
+        return -(-self.per_rank // self.batch_size)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        perm = torch.randperm(self.n, generator=g)
+        perm = torch.cat([perm, perm[: self.per_rank * self.world - self.n]])[self.rank::self.world]
+        for start in range(self.skip * self.batch_size, len(perm), self.batch_size):
+            yield perm[start:start + self.batch_size]
+
+
+class TensorLoader:
+    """Fast path: the whole data set as uint8 on `device`; batches are index + to_float."""
+
+    def __init__(self, images_uint8, batch_size, device, seed=0, rank=0, world=1):
+        self.images = images_uint8.to(device)
+        self.sampler = ShuffledBatches(len(images_uint8), batch_size, seed, rank, world)
+
+    def __len__(self):
+        return len(self.sampler)
+
+    def batches(self, epoch, skip=0):
+        self.sampler.set_epoch(epoch, skip)
+        for idx in self.sampler:
+            # index_select: same result as images[idx], several times cheaper on the CPU
+            yield to_float(self.images.index_select(0, idx.to(self.images.device)))
+
+
+class DatasetLoader:
+    """Per-image path: a DataLoader over a Dataset, same batch order as TensorLoader."""
+
+    def __init__(self, dataset, batch_size, device, seed=0, rank=0, world=1, num_workers=0):
+        self.device = torch.device(device)
+        self.sampler = ShuffledBatches(len(dataset), batch_size, seed, rank, world)
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=self.sampler, num_workers=num_workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=num_workers > 0,
+            generator=torch.Generator())  # keeps the global RNG (noise, dropout) untouched
+
+    def __len__(self):
+        return len(self.sampler)
+
+    def batches(self, epoch, skip=0):
+        self.sampler.set_epoch(epoch, skip)
+        for x in self.loader:
+            yield x.to(self.device, non_blocking=True)
+
+
+
+def to_float(batch_uint8):
+    """uint8 N x C x H x W -> float in [-1, 1], with exactly the operations of
+    torchvision's ToTensor + Normalize(0.5, 0.5), so both paths agree bit for bit."""
+    return batch_uint8.float().div_(255).sub_(0.5).div_(0.5)
+
+
+class PerImage(torch.utils.data.Dataset):
+    """The lecture's per-image path over images already in memory (IDX sets,
+    CIFAR-10): each access makes a PIL image and converts it back, as
+    ToTensor + Normalize would (to_float: the same numbers).
+    images_uint8: N x C x H x W with C = 1 or 3; items are C x H x W in [-1, 1]."""
+
+    def __init__(self, images_uint8):
+        self.images = images_uint8
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        img = self.images[i].permute(1, 2, 0).squeeze(2).numpy()  # H x W (grey) or H x W x 3
+        arr = np.array(Image.fromarray(img), dtype=np.uint8)      # a writable copy
+        x = torch.from_numpy(arr)
+        return to_float(x[None] if x.dim() == 2 else x.permute(2, 0, 1))
+
+
+
+# ---------------------------------------------------------------- reading: shared checks
+
 def _why(error):
     """An exception as a short phrase for a one-line message: its first line,
     and its last one too when it has several (where the cause usually is)."""
@@ -89,30 +263,6 @@ def _list_dir(folder):
         raise DataError(f"cannot list {folder} ({_why(e)}): make it readable (chmod a+rx) or "
                         f"pass --data-dir to a readable copy") from None
 
-
-def to_float(batch_uint8):
-    """uint8 N x C x H x W -> float in [-1, 1], with exactly the operations of
-    torchvision's ToTensor + Normalize(0.5, 0.5), so both paths agree bit for bit."""
-    return batch_uint8.float().div_(255).sub_(0.5).div_(0.5)
-
-
-class PerImage(torch.utils.data.Dataset):
-    """The lecture's per-image path over images already in memory (IDX sets,
-    CIFAR-10): each access makes a PIL image and converts it back, as
-    ToTensor + Normalize would (to_float: the same numbers).
-    images_uint8: N x C x H x W with C = 1 or 3; items are C x H x W in [-1, 1]."""
-
-    def __init__(self, images_uint8):
-        self.images = images_uint8
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        img = self.images[i].permute(1, 2, 0).squeeze(2).numpy()  # H x W (grey) or H x W x 3
-        arr = np.array(Image.fromarray(img), dtype=np.uint8)      # a writable copy
-        x = torch.from_numpy(arr)
-        return to_float(x[None] if x.dim() == 2 else x.permute(2, 0, 1))
 
 
 # ---------------------------------------------------------------- the MNIST family (IDX files)
@@ -568,141 +718,3 @@ class _Serial:
 
     def __exit__(self, *exc):
         return False
-
-
-# ---------------------------------------------------------------- batching
-
-class ShuffledBatches:
-    """Batch indices for one epoch: a permutation seeded by (seed, epoch),
-    split over `world` ranks (padded by wrapping, like DistributedSampler),
-    cut into batches; `skip` drops the first batches when resuming mid-epoch."""
-
-    def __init__(self, n, batch_size, seed=0, rank=0, world=1):
-        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
-        self.epoch, self.skip = 0, 0
-        self.per_rank = -(-n // world)
-
-    def set_epoch(self, epoch, skip=0):
-        self.epoch, self.skip = epoch, skip
-
-    def __len__(self):
-        return -(-self.per_rank // self.batch_size)
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        perm = torch.randperm(self.n, generator=g)
-        perm = torch.cat([perm, perm[: self.per_rank * self.world - self.n]])[self.rank::self.world]
-        for start in range(self.skip * self.batch_size, len(perm), self.batch_size):
-            yield perm[start:start + self.batch_size]
-
-
-class TensorLoader:
-    """Fast path: the whole data set as uint8 on `device`; batches are index + to_float."""
-
-    def __init__(self, images_uint8, batch_size, device, seed=0, rank=0, world=1):
-        self.images = images_uint8.to(device)
-        self.sampler = ShuffledBatches(len(images_uint8), batch_size, seed, rank, world)
-
-    def __len__(self):
-        return len(self.sampler)
-
-    def batches(self, epoch, skip=0):
-        self.sampler.set_epoch(epoch, skip)
-        for idx in self.sampler:
-            # index_select: same result as images[idx], several times cheaper on the CPU
-            yield to_float(self.images.index_select(0, idx.to(self.images.device)))
-
-
-class DatasetLoader:
-    """Per-image path: a DataLoader over a Dataset, same batch order as TensorLoader."""
-
-    def __init__(self, dataset, batch_size, device, seed=0, rank=0, world=1, num_workers=0):
-        self.device = torch.device(device)
-        self.sampler = ShuffledBatches(len(dataset), batch_size, seed, rank, world)
-        self.loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=self.sampler, num_workers=num_workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=num_workers > 0,
-            generator=torch.Generator())  # keeps the global RNG (noise, dropout) untouched
-
-    def __len__(self):
-        return len(self.sampler)
-
-    def batches(self, epoch, skip=0):
-        self.sampler.set_epoch(epoch, skip)
-        for x in self.loader:
-            yield x.to(self.device, non_blocking=True)
-
-
-def make_loader(dataset, cfg, device, rank=0, world=1):
-    """The loader a script trains on. The data set is cfg["dataset"] (one of
-    DATASETS), else the `dataset` argument. cfg keys: data_dir, batch_size (per
-    rank), seed, input_path (tensor | images), num_workers; IDX sets: download
-    (default True: fetch missing files); RGB sets: image_size, crop (default
-    DEFAULT_CROP[dataset]), cache_dir (celeba, folder)."""
-    name = cfg.get("dataset") or dataset
-    _check_choice("dataset", name, DATASETS)
-    crop = cfg.get("crop") or DEFAULT_CROP.get(name)
-    if crop is not None:
-        _check_choice("crop", crop, CROPS)
-    fast = cfg.get("input_path", "tensor") == "tensor"
-    source, side = _source(name, cfg, crop, fast, quiet=rank != 0)
-    if rank == 0:
-        _warn_if_small(len(source), cfg["batch_size"] * world, side, cfg.get("image_size"))
-    common = dict(batch_size=cfg["batch_size"], device=device, seed=cfg["seed"], rank=rank, world=world)
-    if fast:
-        return TensorLoader(source, **common)
-    return DatasetLoader(source, num_workers=cfg["num_workers"], **common)
-
-
-def dataset_images(cfg, train=True):
-    """All images of cfg's data set as uint8 N x C x H x W, as training sees them
-    (same crop, size and cache); `train=False`: the IDX sets' test split."""
-    name = cfg["dataset"]
-    if name in IDX_SETS:
-        return read_idx_set(cfg["data_dir"], name, train=train)
-    crop = cfg.get("crop") or DEFAULT_CROP[name]
-    return _source(name, {**cfg, "num_workers": cfg.get("num_workers", 2)}, crop, True, quiet=False)[0]
-
-
-def _source(name, cfg, crop, fast, quiet):
-    """(uint8 images N x C x H x W, or a per-image Dataset; the side of the
-    cropped source images, None for the IDX sets, which are never resized)."""
-    if name in IDX_SETS:
-        images = read_idx_set(cfg["data_dir"], name, download=cfg.get("download", True))
-        return (images if fast else PerImage(images)), None
-    size = cfg["image_size"]
-    if name == "cifar10":
-        images = read_cifar10(cfg["data_dir"], size, crop)
-        return (images if fast else PerImage(images)), _side(32, 32, crop)
-    files = find_celeba(cfg["data_dir"]) if name == "celeba" else find_images(cfg["data_dir"])
-    side = _first_image_side(files, crop)
-    if not fast:
-        return FaceImages(files, size, crop), side
-    cache_dir = cfg.get("cache_dir") or (default_cache_dir(cfg["data_dir"]) if name == "folder" else None)
-    return faces_uint8(files, size, cache_dir, workers=max(1, cfg["num_workers"]), quiet=quiet,
-                       crop=crop, dataset=name), side
-
-
-def _side(width, height, crop):
-    left, top, right, bottom = crop_box(width, height, crop)
-    return min(right - left, bottom - top)
-
-
-def _first_image_side(files, crop):
-    """The cropped side of the first image, from its header alone (None if unreadable)."""
-    try:
-        with Image.open(files[0]) as img:
-            return _side(*img.size, crop)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
-
-
-def _warn_if_small(n, batch_size, side, size):
-    """Tiny data trains, but rarely on purpose: say so once."""
-    if n < batch_size:
-        warnings.warn(f"only {n} images, fewer than one batch of {batch_size}: every epoch is "
-                      f"one smaller batch", stacklevel=3)
-    if side is not None and size and side * 2 < size:
-        warnings.warn(f"the images are about {side}x{side} pixels after cropping, much smaller "
-                      f"than the {size}x{size} output: they are upscaled and will look blurry",
-                      stacklevel=3)

@@ -11,9 +11,11 @@ the loss is BCE *with logits*.
 
 Read top to bottom: `gan_step` (the step above), `train_gan` (the loop over
 epochs and batches, with logging, grids and checkpoints), then what they use:
-the training state, checkpoints (with the rules every config obeys, checked
-on the flags and on a checkpoint's config alike) and the metrics file. The
-command line, run folders, devices and torchrun are in helper_cli.py.
+the training state (the networks and their two Adams) and the metrics file.
+The loop knows a loader only by len() and batches(epoch, skip). What a config
+and a checkpoint may hold, and how they are saved and opened, is in
+helper_checkpoint.py; the command line, run folders and torchrun in
+helper_cli.py.
 """
 import contextlib
 import copy

@@ -15,6 +15,8 @@ img_align_celeba/, or the images themselves; they are center-cropped (160 x
 into a cache (--cache-dir). A folder: images found at any depth (class
 subfolders are fine, labels are ignored), the largest centred square by default.
 The run folder (--out) holds the same files as the MNIST script's.
+
+This file holds the presets; the lecture's training loop is in helper_train.py.
 """
 import os
 

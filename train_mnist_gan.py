@@ -10,6 +10,8 @@
 The run folder (--out) gets config.json, metrics.csv, events.jsonl,
 grids/epoch_NNN.png, reals.png, loss.png, accuracy.png, progress.png,
 final_grid.png, real_vs_fake.png and checkpoint.pt.
+
+This file holds the presets; the lecture's training loop is in helper_train.py.
 """
 import os
 
