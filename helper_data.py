@@ -560,10 +560,21 @@ class _Refused(pickle.UnpicklingError):
 
 # What a CIFAR-10 batch needs to rebuild its numpy arrays, and nothing else:
 # unpickling may call any function a file names, so every other name is refused.
-_ARRAY_REBUILD = np.zeros(0).__reduce__()[0]  # numpy's _reconstruct, wherever this numpy keeps it
+_RECONSTRUCT = np.zeros(0).__reduce__()[0]  # numpy's _reconstruct, wherever this numpy keeps it
+
+
+def _empty_array(subtype, shape, dtype):
+    """numpy's _reconstruct for the empty array that a pickle then fills from the
+    file's own bytes (BUILD, which checks their count). Any other shape would be
+    allocated on the file's word alone: a 155-byte file could ask for gigabytes."""
+    if subtype is not np.ndarray or tuple(np.atleast_1d(shape)) != (0,):
+        raise ValueError(f"an array rebuilt with shape {shape!r}, not (0,)")
+    return _RECONSTRUCT(subtype, shape, dtype)
+
+
 _SAFE_GLOBALS = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
-                 ("numpy.core.multiarray", "_reconstruct"): _ARRAY_REBUILD,   # numpy 1 (the official files)
-                 ("numpy._core.multiarray", "_reconstruct"): _ARRAY_REBUILD}  # numpy 2
+                 ("numpy.core.multiarray", "_reconstruct"): _empty_array,   # numpy 1 (the official files)
+                 ("numpy._core.multiarray", "_reconstruct"): _empty_array}  # numpy 2
 
 
 class _ArrayUnpickler(pickle.Unpickler):

@@ -740,7 +740,15 @@ BAD_CIFAR = {   # what data_batch_1 holds -> what the error says
     "no labels": (lambda good: pickle.dumps({b"data": np.zeros((2, 3072), np.uint8)}), "b'labels'"),
     "count mismatch": (lambda good: py2_batch_pickle(np.zeros((2, 3072), np.uint8), [1]),
                        "holds 2 images but 1 labels"),
+    # declares 100,000 images and leaves out the bytes that would fill them: refused before allocating
+    "array bomb": (lambda good: pickle.dumps({b"data": _ArrayBomb(), b"labels": [0] * 100_000}),
+                   "is damaged"),
 }
+
+
+class _ArrayBomb:
+    def __reduce__(self):
+        return np.zeros(0).__reduce__()[0], (np.ndarray, (100_000, 3072), np.dtype(np.uint8))
 
 
 @pytest.mark.parametrize("damage", BAD_CIFAR)
