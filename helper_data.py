@@ -1,6 +1,6 @@
 """Data for the GANs as [-1, 1] float batches: the MNIST family from IDX files
 (MNIST, Fashion-MNIST, KMNIST; 1 x 28 x 28) and RGB images (CelebA faces, any
-folder of images, CIFAR-10; 3 x size x size).
+folder of images, CIFAR-10, StackedMNIST; 3 x size x size).
 
 Two input paths give the same batches for the same seed:
 - fast (default): the whole data set lives as one uint8 tensor on the training
@@ -43,10 +43,10 @@ from helper_files import Progress, atomic_write, remove_stale_temps
 
 # data set name (the --dataset value) -> torchvision's folder (and class) name
 IDX_SETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
-RGB_SETS = ("celeba", "folder", "cifar10")
+RGB_SETS = ("celeba", "folder", "cifar10", "stacked-mnist")
 DATASETS = (*IDX_SETS, *RGB_SETS)
 CROPS = ("celeba", "center", "none")
-DEFAULT_CROP = {"celeba": "celeba", "folder": "center", "cifar10": "none"}
+DEFAULT_CROP = {"celeba": "celeba", "folder": "center", "cifar10": "none", "stacked-mnist": "none"}
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 CACHE_VERSION = 2  # bump when the decode/crop/resize code or the cache key changes
 CELEBA_HELP = (
@@ -107,6 +107,9 @@ def _source(name, cfg, crop, fast, quiet):
         images = read_idx_set(cfg["data_dir"], name, download=cfg.get("download", True))
         return (images if fast else PerImage(images)), None
     size = cfg["image_size"]
+    if name == "stacked-mnist":   # built from MNIST, whose 28 x 28 side is known
+        images = stacked_mnist(cfg["data_dir"], size, cfg["seed"], download=cfg.get("download", False))
+        return (images if fast else PerImage(images)), 28
     if name == "cifar10":
         images = read_cifar10(cfg["data_dir"], size, crop)
         return (images if fast else PerImage(images)), _side(32, 32, crop)
@@ -532,6 +535,21 @@ class FaceImages(torch.utils.data.Dataset):
             return to_float(torch.from_numpy(arr).permute(2, 0, 1))
         raise DataError(f"none of the {n} images in {self.files[0].parent} could be read "
                         f"(see the warnings above)")
+
+
+# ---------------------------------------------------------------- StackedMNIST
+
+STACKED_IMAGES = 60000   # one per MNIST training digit; each channel drawn independently
+
+
+def stacked_mnist(data_dir, size=32, seed=0, n=STACKED_IMAGES, download=False):
+    """StackedMNIST (Metz et al. 2017), the 1000-mode benchmark: each image is
+    three MNIST training digits drawn at random (seeded) as its R, G and B
+    channels, resized from 28 x 28 to size x size. uint8 n x 3 x size x size;
+    the mode of an image is 100 * digit(R) + 10 * digit(G) + digit(B)."""
+    digits = read_idx_set(data_dir, "mnist", download=download)[:, 0]   # N x 28 x 28
+    pick = torch.randint(0, len(digits), (n, 3), generator=torch.Generator().manual_seed(seed))
+    return resize_images(digits[pick], size)
 
 
 # ---------------------------------------------------------------- CIFAR-10 (python pickles)

@@ -30,6 +30,7 @@ from torch import nn
 
 # one rule for every cache: beside the data or ~/.cache
 from helper_data import IDX_SETS, DataError, dataset_images, default_cache_dir, read_idx_set, to_float
+from helper_features import NETWORK, RESIZE, cached_features, feature_scores
 from helper_files import atomic_write
 from models import samples_of
 
@@ -161,22 +162,6 @@ def load_mnist_classifier(data_dir, cache_dir=None, device="cpu", log=print, nam
 
 # ---------------------------------------------------------------- MNIST scores
 
-def frechet_distance(feats_a, feats_b):
-    """Frechet distance between Gaussians fitted to N_a x D and N_b x D features:
-    |mu_a - mu_b|^2 + Tr(A + B - 2 (A B)^(1/2)). In float64; Tr (A B)^(1/2) is
-    taken as the sum of square roots of the eigenvalues of A^(1/2) B A^(1/2), a
-    symmetric PSD matrix similar to A B, so no complex sqrtm and no imaginary parts."""
-    a = np.asarray(torch.as_tensor(feats_a).detach().cpu(), dtype=np.float64)
-    b = np.asarray(torch.as_tensor(feats_b).detach().cpu(), dtype=np.float64)
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    w, v = np.linalg.eigh(cov_a)
-    sqrt_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T  # clip: round-off makes tiny eigenvalues negative
-    m = sqrt_a @ cov_b @ sqrt_a
-    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_sqrt)
-
-
 def inception_score_from_logits(logits):
     """exp(E_x KL(p(y|x) || p(y))) from N x K logits: 1 (all alike) .. K (confident, balanced)."""
     logp = F.log_softmax(torch.as_tensor(logits).double(), dim=1)
@@ -199,16 +184,33 @@ def _classify(classifier, images):
     return torch.cat(feats), torch.cat(logits)
 
 
-def mnist_scores(classifier, images, real_images):
-    """Scores of N x 1 x 28 x 28 samples against real images (M x 1 x 28 x 28):
-    {"fid", "inception_score", "class_shares" (10 floats), "min_class_share"}."""
+def mnist_scores(classifier, images, real_images, seed=0):
+    """Scores of N x 1 x 28 x 28 samples against real images (M x 1 x 28 x 28),
+    in the classifier's features: {"fid", "kid_x1e3", "kid_std_x1e3", "precision",
+    "recall" (helper_features.feature_scores), "inception_score",
+    "class_shares" (10 floats), "min_class_share"}."""
     f_fake, logits = _classify(classifier, images)
     f_real, _ = _classify(classifier, real_images)
     shares = torch.bincount(logits.argmax(1), minlength=10).double() / len(images)
-    return {"fid": frechet_distance(f_fake, f_real),
+    return {**feature_scores(f_fake, f_real, seed),
             "inception_score": inception_score_from_logits(logits),
             "class_shares": shares.tolist(),
             "min_class_share": float(shares.min())}
+
+
+def stacked_modes(classifier, images):
+    """Modes of N x 3 x S x S StackedMNIST images in [-1, 1]: the classifier reads
+    each channel (resized to 28 x 28) as a digit, mode = 100 R + 10 G + B.
+    {"modes": how many of the 1000 appear, "kl": KL(mode histogram || uniform)}."""
+    x = images.float().cpu()
+    if x.shape[-2:] != (28, 28):
+        x = F.interpolate(x, size=(28, 28), mode="bilinear", antialias=True, align_corners=False)
+    _, logits = _classify(classifier, x.reshape(-1, 1, 28, 28))
+    digits = logits.argmax(1).view(-1, 3)
+    modes = digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2]
+    p = torch.bincount(modes, minlength=1000).double() / len(modes)
+    p = p[p > 0]
+    return {"modes": float(len(p)), "kl": float((p * torch.log(p * 1000)).sum())}
 
 
 # ---------------------------------------------------------------- sliced Wasserstein distance
@@ -373,11 +375,15 @@ def rgb_scores(images, real_images, seed=0, pairs=1000):
 
 # ---------------------------------------------------------------- what a run is compared with
 
-EVAL_NUM = {"idx": 5000, "rgb": 1000}   # samples per evaluation during training (cheap)
+EVAL_NUM = {"idx": 5000, "rgb": 1000, "stacked": 10000}   # samples per evaluation during training
+STACKED_NUM = 26000   # StackedMNIST samples in evaluate.py, as in the literature (PacGAN, VEEGAN)
 
 
 def kind_of(cfg):
-    """'idx' (28 x 28 grey: the classifier's metrics) or 'rgb' (SWD and MS-SSIM)."""
+    """'idx' (28 x 28 grey: the classifier's metrics), 'stacked' (StackedMNIST:
+    modes through the MNIST classifier) or 'rgb' (SWD and MS-SSIM)."""
+    if cfg["dataset"] == "stacked-mnist":
+        return "stacked"
     return "idx" if cfg["dataset"] in IDX_SETS else "rgb"
 
 
@@ -387,41 +393,90 @@ def _pick(images, num, seed, offset=0):
     return images[perm[offset:offset + num]]
 
 
+def _two_disjoint(images, num, seed):
+    """Two disjoint seeded sets of `num` images each (reference, floor)."""
+    if len(images) < 2 * num:
+        raise DataError(f"--num {num} needs {2 * num} real images, found {len(images)}")
+    return _pick(images, num, seed), _pick(images, num, seed, offset=num)
+
+
 class Reference:
     """Real images to compare a run's samples with, loaded once. 28 x 28 sets:
     the test split and the set's own classifier (`num` training images are the
+    floor); StackedMNIST: the MNIST classifier (`num` real stacks are the
     floor); RGB sets: 2 x `num` of the training images (one half the floor)."""
 
     def __init__(self, cfg, num, seed=0):
-        self.kind = kind_of(cfg)
+        self.kind, self.seed = kind_of(cfg), seed
+        if self.kind != "rgb":
+            name = "mnist" if self.kind == "stacked" else cfg["dataset"]
+            self.classifier = load_mnist_classifier(cfg["data_dir"], cfg["cache_dir"], name=name)
         if self.kind == "idx":
-            self.classifier = load_mnist_classifier(cfg["data_dir"], cfg["cache_dir"], name=cfg["dataset"])
             self.real = to_float(dataset_images(cfg, train=False))
             self.train_real = to_float(_pick(dataset_images(cfg), num, seed))
+        elif self.kind == "stacked":
+            self.train_real = to_float(_pick(dataset_images(cfg), num, seed))
         else:
-            images = dataset_images(cfg)
-            if len(images) < 2 * num:
-                raise DataError(f"--num {num} needs {2 * num} real images, found {len(images)}")
-            self.real = to_float(_pick(images, num, seed))
-            self.train_real = to_float(_pick(images, num, seed, offset=num))
+            self.real, self.train_real = map(to_float, _two_disjoint(dataset_images(cfg), num, seed))
 
-    def scores(self, images, seed=0):
+    def scores(self, images):
         if self.kind == "idx":
-            return mnist_scores(self.classifier, images, self.real)
-        return rgb_scores(images, self.real, seed=seed)
+            return mnist_scores(self.classifier, images, self.real, self.seed)
+        if self.kind == "stacked":
+            return stacked_modes(self.classifier, images)
+        return rgb_scores(images, self.real, seed=self.seed)
 
     def floor(self):
         """The same scores for real images that are not the reference: the best a GAN can do."""
         return self.scores(self.train_real)
 
 
-def make_evaluator(cfg):
-    """For --eval-every: a function gen -> {metric: float}, the reference loaded once."""
+class InceptionReference:
+    """The standard scores (FID, KID, precision, recall in Inception features,
+    helper_features) against `num` real images, with `num` other real images
+    as the floor. 28 x 28 sets: the reference from the test split, the floor
+    from the training split; RGB sets: two disjoint sets of training images.
+    Real images' features are cached in `cache_dir`, so only the first use
+    pays for them. `protocol` says all of it, to be printed with the numbers."""
+
+    def __init__(self, cfg, num, net, cache_dir, seed=0, log=print):
+        if cfg["dataset"] in IDX_SETS:
+            ref, other = _pick(dataset_images(cfg, train=False), num, seed), _pick(dataset_images(cfg), num, seed)
+            where = f"{num} test-split images; floor: {num} training images"
+        else:
+            ref, other = _two_disjoint(dataset_images(cfg), num, seed)
+            where = f"{num} training images; floor: {num} other training images"
+        self.net, self.seed, self.log = net, seed, log
+        self.feats = cached_features(net, ref, cache_dir, log)
+        self.floor_feats = cached_features(net, other, cache_dir, log)
+        self.protocol = {"network": NETWORK, "samples": num, "reference": f"{cfg['dataset']}: {where}",
+                         "resize": RESIZE + (", grey repeated to RGB" if ref.shape[1] == 1 else ""),
+                         "kid": "unbiased MMD^2, kernel (a.b/d + 1)^3, 100 subsets of up to 1000",
+                         "precision_recall": "k = 3 nearest neighbours"}
+
+    def scores(self, images):
+        return feature_scores(self.net(images, self.log), self.feats, self.seed)
+
+    def floor(self):
+        return feature_scores(self.floor_feats, self.feats, self.seed)
+
+
+def make_evaluator(cfg, inception=None):
+    """For --eval-every: a function gen -> {metric: float}, the reference loaded
+    once. With `inception` (a helper_features.Inception), cfg["eval_inception"]
+    samples also get the standard scores, their keys prefixed "inception_"."""
     num = EVAL_NUM[kind_of(cfg)]
     ref = Reference(cfg, num)
+    standard = None
+    if inception is not None:
+        standard = InceptionReference(cfg, cfg["eval_inception"], inception,
+                                      cfg["cache_dir"] or default_cache_dir(cfg["data_dir"]))
 
     def evaluate(gen):
         scores = ref.scores(samples_of(gen, cfg["latent_dim"], num))
+        if standard is not None:
+            more = standard.scores(samples_of(gen, cfg["latent_dim"], cfg["eval_inception"]))
+            scores.update({f"inception_{k}": v for k, v in more.items()})
         return {k: v for k, v in scores.items() if isinstance(v, float)}
     return evaluate
 

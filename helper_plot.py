@@ -104,21 +104,21 @@ def plot_progress(run_dir, max_panels=6):
                   Path(run_dir) / "progress.png", per_row=3)
 
 
-EVAL_NAMES = {"fid": "classifier FID (lower is better)", "inception_score": "Inception Score (higher)",
-              "min_class_share": "rarest class share (0.1 = balanced)", "swd_mean": "SWD x 1e3 (lower)",
-              "ms_ssim": "MS-SSIM among samples (lower: more varied)"}
+# the scores drawn over training, when an evaluation has them
+PLOTTED = ["fid", "inception_score", "min_class_share", "swd_mean", "ms_ssim", "modes", "kl",
+           "inception_fid", "inception_kid_x1e3", "inception_precision", "inception_recall"]
 
 
 def plot_eval(run_dir):
     """The sample-quality scores over training, one panel each (the main ones, by name)."""
     evals = read_events(run_dir, "eval")
-    keys = [k for k in EVAL_NAMES if evals and isinstance(evals[0].get(k), float)]
+    keys = [k for k in PLOTTED if evals and isinstance(evals[0].get(k), float)]
     if not keys:
         return
     fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         ax.plot([e["epoch"] for e in evals], [e[key] for e in evals], marker="o")
-        ax.set(xlabel="epoch", title=EVAL_NAMES[key])
+        ax.set(xlabel="epoch", title=helper_report.score_label(key))
         ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         ax.title.set_fontsize(9)
     _save(fig, Path(run_dir) / "eval.png")

@@ -207,12 +207,38 @@ def _config_table(cfg, per_row=3):
     return _table([sum(pairs[i:i + per_row], ()) for i in range(0, len(pairs), per_row)], cls="cfg")
 
 
+# Every score an evaluation gives: what it is and which way is better ("" for
+# none). The bare names are in the project's own features (the 28 x 28 sets'
+# classifier); "inception_" ones are the standard scores (helper_features).
+_FEATURE_SCORES = {"fid": ("FID", "lower"), "kid_x1e3": ("KID x 1e3", "lower"),
+                   "kid_std_x1e3": ("KID's std over subsets x 1e3", ""),
+                   "precision": ("precision", "higher"), "recall": ("recall", "higher")}
+SCORES = {**{k: (f"classifier {label}", b) for k, (label, b) in _FEATURE_SCORES.items()},
+          **{f"inception_{k}": (f"Inception {label}", b) for k, (label, b) in _FEATURE_SCORES.items()},
+          "inception_score": ("classifier Inception Score", "higher"),
+          "min_class_share": ("rarest class share, 0.1 = balanced", "higher"),
+          "swd_mean": ("SWD x 1e3, mean of the levels", "lower"),
+          **{f"swd_{r}": (f"SWD x 1e3 at {r} x {r} px", "lower") for r in (16, 32, 64, 128, 256)},
+          "ms_ssim": ("MS-SSIM among samples", "lower: more varied"),
+          "ms_ssim_real": ("MS-SSIM among real images", ""),
+          "modes": ("StackedMNIST modes, of 1000", "higher"),
+          "kl": ("KL(mode histogram || uniform)", "lower")}
+
+
+def score_label(key):
+    """'Inception FID (lower is better)' for a score's key; the key itself when unknown."""
+    label, better = SCORES.get(key, (key, ""))
+    if not better:
+        return label
+    return f"{label} ({better})" if ":" in better else f"{label} ({better} is better)"
+
+
 def _eval_table(evals):
     keys = sorted({k for e in evals for k, v in e.items() if isinstance(v, float)})
     if not keys:
         return '<p class="note">No evaluations (train with --eval-every K).</p>'
     return _table([[e.get("epoch"), e.get("step"), *(_fmt(e.get(k, "")) for k in keys)]
-                   for e in evals], header=["epoch", "step", *keys])
+                   for e in evals], header=["epoch", "step", *(score_label(k) for k in keys)])
 
 
 def _event_list(events, kinds, none):

@@ -8,6 +8,7 @@
 
     python train_celeba_dcgan.py --dataset folder --data-dir my_pictures    # any image folder
     python train_celeba_dcgan.py --dataset cifar10                # DIR/cifar-10-batches-py, 32 x 32
+    python train_celeba_dcgan.py --dataset stacked-mnist          # DIR/MNIST: 1000 modes, 32 x 32
 
 CelebA: --data-dir may hold celeba/img_align_celeba/ (torchvision's layout),
 img_align_celeba/, or the images themselves; they are center-cropped (160 x
@@ -40,9 +41,10 @@ PRESETS = {
                     channels_last=True,    # NHWC: faster convolutions, same numbers
                     log_every=10),         # a DCGAN batch takes seconds on a CPU: show progress sooner
 }
-# What a typed --dataset brings along unless typed too: its usual crop, and CIFAR-10's size.
+# What a typed --dataset brings along unless typed too: its usual crop, and the 32 x 32
+# size of CIFAR-10 and StackedMNIST.
 IMPLIED = {"dataset": {name: {"crop": DEFAULT_CROP[name]} for name in RGB_SETS}}
-IMPLIED["dataset"]["cifar10"]["image_size"] = 32
+IMPLIED["dataset"]["cifar10"]["image_size"] = IMPLIED["dataset"]["stacked-mnist"]["image_size"] = 32
 # The best recipe we measured at equal CPU time (README, ablate.py): the DCGAN paper's
 # N(0, 0.02) init and LeakyReLU 0.2, sampling from an EMA of the generator weights, and
 # half the lecture's widths (g = d = 32) with batch 64: a quarter of the work per image,
@@ -56,7 +58,8 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p, PRESETS["lecture"])
     a = flag_adder(p, PRESETS["lecture"])
-    a("--dataset", choices=RGB_SETS, help="celeba, folder (any images under --data-dir) or cifar10")
+    a("--dataset", choices=RGB_SETS, help="celeba, folder (any images under --data-dir), cifar10 or stacked-mnist "
+                                          "(three MNIST digits as R, G, B: 1000 modes, from DIR/MNIST)")
     a("--crop", choices=CROPS, help="celeba: the face crop, 160/178 of the width; center: the largest "
                                     "centred square; none: resize only")
     a("--g-features", type=int, help="generator width g")

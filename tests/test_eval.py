@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import helper_eval as ev  # noqa: E402
+import helper_features as hf  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data from the project root
 HAVE_MNIST = (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
@@ -35,7 +36,7 @@ def smooth_images(n, channels=3, size=64, seed=0):
 
 def test_frechet_identical_sets_is_zero():
     f = torch.randn(500, 16)
-    assert abs(ev.frechet_distance(f, f)) < 1e-6
+    assert abs(hf.frechet_distance(f, f)) < 1e-6
 
 
 def test_frechet_matches_closed_form_for_diagonal_gaussians():
@@ -45,13 +46,13 @@ def test_frechet_matches_closed_form_for_diagonal_gaussians():
     a = gaussian_with_exact_moments(400, mu_a, var_a, seed=1)
     b = gaussian_with_exact_moments(300, mu_b, var_b, seed=2)
     expected = ((mu_a - mu_b) ** 2).sum() + (var_a + var_b - 2 * np.sqrt(var_a * var_b)).sum()
-    assert ev.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+    assert hf.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
 
 
 def test_frechet_grows_with_mean_shift():
     a = torch.randn(1000, 8)
     b = torch.randn(1000, 8)
-    dists = [ev.frechet_distance(a, b + s) for s in (0.0, 0.5, 1.0, 2.0)]
+    dists = [hf.frechet_distance(a, b + s) for s in (0.0, 0.5, 1.0, 2.0)]
     assert dists == sorted(dists)
     assert dists[3] - dists[0] == pytest.approx(4 * 8, rel=0.1)  # + |shift|^2 = 4 per dimension
 
@@ -76,7 +77,9 @@ def test_mnist_scores_keys_and_shares():
     x = torch.rand(30, 1, 28, 28) * 2 - 1
     assert clf(x).shape == (30, 10) and clf.features(x).shape == (30, 128)
     s = ev.mnist_scores(clf, x, torch.rand(20, 1, 28, 28) * 2 - 1)
-    assert set(s) == {"fid", "inception_score", "class_shares", "min_class_share"}
+    assert set(s) == {"fid", "kid_x1e3", "kid_std_x1e3", "precision", "recall", "inception_score",
+                      "class_shares", "min_class_share"}
+    assert 0 <= s["precision"] <= 1 and 0 <= s["recall"] <= 1
     assert len(s["class_shares"]) == 10 and sum(s["class_shares"]) == pytest.approx(1.0)
     assert s["min_class_share"] == min(s["class_shares"])
     assert 1.0 <= s["inception_score"] <= 10.0 + 1e-9

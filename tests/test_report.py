@@ -167,7 +167,7 @@ def test_report_has_every_section_and_the_run_facts(run):
     page = (run / "report.html").read_text()
     for title in SECTIONS:
         assert f"<h2>{title}</h2>" in page
-    for fact in ("testhost", "3 / 3", "finished", "3.5", "fid", "50.5", "2.25", "lr_gen"):
+    for fact in ("testhost", "3 / 3", "finished", "3.5", "classifier FID (lower is better)", "50.5", "2.25", "lr_gen"):
         assert fact in page, fact
     assert "warning at step 8, epoch 2" in page
 
