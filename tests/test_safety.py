@@ -265,7 +265,7 @@ TOOL_CASES = [   # (case, main, argv with RUN / TMP / RO placeholders, exit code
     ("nrow 0", generate.main, ["RUN", "--nrow", 0, "--out", "TMP/x.png"], 2, "--nrow must be >= 1"),
     ("num -3", generate.main, ["RUN", "--num", -3, "--out", "TMP/x.png"], 2, "--num must be >= 1"),
     ("grid too big", generate.main, ["RUN", "--num", 2000, "--out", "TMP/x.png"], 2, "at most 1024"),
-    ("evaluate num 0", evaluate.main, ["RUN", "--num", 0], 2, "--num must be >= 1"),
+    ("evaluate num 0", evaluate.main, ["RUN", "--num", 0], 2, "--num must be from 4 to 50000"),
     ("evaluate json folder", evaluate.main, ["RUN", "--json", "TMP/dir.png"], 2, "is a folder"),
     ("evaluate json read-only", evaluate.main, ["RUN", "--json", "RO/s.json"], 2, "cannot write"),
     ("plot: not a run", helper_plot.main, ["TMP/dir.png"], 2, "not a run folder"),
@@ -312,7 +312,7 @@ def test_evaluate_json_folder_is_made_before_evaluating(mnist_run, tmp_path, mon
             assert (tmp_path / "a" / "b").is_dir()
             self.num = num
 
-        def scores(self, samples, seed):
+        def scores(self, samples):
             assert len(samples) == self.num
             return {"fid": float("nan")}
 
