@@ -13,7 +13,9 @@ import errno
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -172,10 +174,11 @@ def run(cfg, given):
     line and exit code 1, the last checkpoint kept."""
     started = time.time()
     try:
-        rank, world, local = dist_setup()
-        device = pick_device(cfg["device"], local)
-        with RunLock(cfg["out"]) if rank == 0 else contextlib.nullcontext():   # one writer per run
-            status = train_run(cfg, given, rank, world, device)
+        with sigterm_as_ctrl_c():
+            rank, world, local = dist_setup()
+            device = pick_device(cfg["device"], local)
+            with RunLock(cfg["out"]) if rank == 0 else contextlib.nullcontext():   # one writer per run
+                status = train_run(cfg, given, rank, world, device)
     except (DataError, RunError, TensorBoardMissing) as e:
         exit_with(f"error: {one_line(e)}", 2)
     except OSError as e:
@@ -200,6 +203,22 @@ def run(cfg, given):
         print(f"{'stopped at the time budget' if status == 'time_budget' else 'done'} after "
               f"{hms(time.time() - started)}: open {Path(cfg['out']) / 'report.html'} (plots, "
               f"progress.gif, grids/); more epochs: --resume --out {cfg['out']} --epochs N")
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM (`timeout`, docker stop, ablate.py stopping a run) as Ctrl-C for
+    the whole run: while data loads or the cache is built it ends in run()'s
+    one line, not silently with exit code 143. Inside the training loop
+    helper_train.StopSignals takes over (finish the batch, save)."""
+    if threading.current_thread() is not threading.main_thread():   # handlers live there only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def train_run(cfg, given, rank, world, device):
@@ -300,8 +319,14 @@ def prepare_run(cfg, given, rank, world, device):
         cfg = {**cfg, **saved, **{k: cfg[k] for k in given & RESUMABLE},
                "resume": True, "overwrite": False, "out": cfg["out"]}   # the folder as it is now
     elif any((out / f).exists() for f in RUN_MARKERS) and not cfg["overwrite"]:
-        raise RunError(f"{out} already holds a run: add --resume to continue it, "
-                       f"--overwrite to replace it, or choose another --out")
+        if (out / "checkpoint.pt").exists():
+            raise RunError(f"{out} already holds a run: add --resume to continue it, "
+                           f"--overwrite to replace it, or choose another --out")
+        # Stopped or killed before its first checkpoint: nothing to resume, so the
+        # same command starts it again (its files are replaced as with --overwrite).
+        if rank == 0:
+            print(f"note: {out} holds a run that stopped before its first checkpoint: starting it again")
+        cfg = {**cfg, "overwrite": True}
     if world > 1:
         torch.distributed.barrier()   # every rank has looked before rank 0 writes
     if cfg["batch_size"] % world:

@@ -27,6 +27,7 @@ import math
 import os
 import pickle
 import shutil
+import signal
 import struct
 import sys
 import tempfile
@@ -698,7 +699,7 @@ def _decode_into(files, size, tmp, workers, quiet, name, crop="celeba"):
     progress = Progress(len(files), stream=sys.stderr)
     kept, bad = 0, []
     jobs = ((f, size, crop) for f in files)
-    with Pool(max(1, workers)) if workers > 0 else _Serial() as pool:
+    with Pool(max(1, workers), _quiet_worker) if workers > 0 else _Serial() as pool:
         for i, arr in enumerate(pool.imap(_load_or_none, jobs, chunksize=64)):
             if isinstance(arr, str):
                 bad.append(arr)
@@ -718,6 +719,16 @@ def _decode_into(files, size, tmp, workers, quiet, name, crop="celeba"):
         np.save(tmp, np.load(tmp)[:kept])
     if not quiet:
         progress.update(len(files), f"cached {len(files)} images into {name}", force=True)
+
+
+def _quiet_worker():
+    """A pool worker leaves Ctrl-C to the main process, which stops the pool: a
+    terminal sends SIGINT to every process of the job, and a worker that died of
+    it mid-task printed a traceback and could leave the pool's result thread
+    waiting forever. SIGTERM, with which the pool ends its workers, ends them at
+    once (not through a handler inherited from the main process)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class _Serial:
