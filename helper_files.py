@@ -231,12 +231,33 @@ def read_metrics(run_dir):
     path = Path(run_dir) / "metrics.csv"
     if not path.exists():
         return {}
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2:
+    header, rows = metric_rows(path)
+    if not rows:
         return {}
-    data = np.array(rows[1:], dtype=float)
-    return {name: data[:, i] for i, name in enumerate(rows[0])}
+    data = np.array(rows, dtype=float)
+    return {name: data[:, i] for i, name in enumerate(header)}
+
+
+def metric_rows(path):
+    """(header, rows as lists of strings) of a metrics.csv. A row cut short (by
+    a kill or a full disk mid-write: the file does not end in a newline) or that
+    is not a row of numbers is skipped, as read_events skips such lines."""
+    lines = Path(path).read_text().splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()
+    rows = list(csv.reader(lines))
+    if not rows:
+        return [], []
+    header = rows[0]
+    return header, [r for r in rows[1:] if len(r) == len(header) and all(map(_is_number, r))]
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def read_events(run_dir, kind=None):

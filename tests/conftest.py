@@ -4,6 +4,7 @@ main(argv) in-process. Everything is written under pytest's tmp_path."""
 import csv
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -203,6 +204,13 @@ def mnist_run(mnist_root, tmp_path_factory):
     code, _, _ = run_main(train_mnist_gan.main, mnist_argv(mnist_root, out, epochs=2))
     assert code == 0
     return out
+
+
+@pytest.fixture
+def run_copy(mnist_run, tmp_path):
+    """A private copy of the finished 2-epoch MNIST run, free to damage."""
+    shutil.copytree(mnist_run, tmp_path / "run")
+    return tmp_path / "run"
 
 
 @pytest.fixture(scope="session")

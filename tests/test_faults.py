@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+import helper_health
+import helper_plot
 import train_celeba_dcgan
 import train_mnist_gan
 from conftest import ROOT, dcgan_argv, load_ckpt, mnist_argv, run_main
@@ -99,3 +101,18 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again(mnist_root, pause
     assert code == 0 and "stopped before its first checkpoint: starting it again" in stdout
     assert load_ckpt(out)["epoch"] == 1
     assert [r.split(",")[0] for r in (out / "metrics.csv").read_text().split()[1:]] == ["0", "1", "2"]
+
+
+# ---------------------------------------------------------------- 4: a torn last line in metrics.csv
+
+def test_a_torn_last_metrics_row_is_skipped_and_dropped_on_resume(run_copy, capsys):
+    rows = (run_copy / "metrics.csv").read_text().splitlines()
+    with open(run_copy / "metrics.csv", "a") as f:
+        f.write("3")                                   # a row cut short after one digit: step 3 < 6
+    for main in (helper_plot.main, helper_health.main):
+        assert run_main(main, [run_copy], capsys)[0] == 0
+    code, _, err = run_main(MNIST, ["--resume", "--out", run_copy, "--epochs", 3], capsys)
+    assert code == 0, err
+    steps = [line.split(",")[0] for line in (run_copy / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == [str(i) for i in range(9)] and (run_copy / "metrics.csv").read_text().startswith(rows[0])
+    assert run_main(MNIST, ["--resume", "--out", run_copy, "--epochs", 4], capsys)[0] == 0

@@ -51,13 +51,6 @@ def snapshot(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture
-def run_copy(mnist_run, tmp_path):
-    """A private copy of the finished 2-epoch MNIST run, free to damage."""
-    shutil.copytree(mnist_run, tmp_path / "run")
-    return tmp_path / "run"
-
-
 @pytest.fixture(scope="module")
 def celeba_run(celeba_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("celeba_run")
