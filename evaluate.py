@@ -23,7 +23,7 @@ import sys  # noqa: E402
 
 import helper_eval  # noqa: E402
 from helper_checkpoint import load_generator, pick_device  # noqa: E402
-from helper_data import DataError  # noqa: E402
+from helper_data import DataError, data_of_run  # noqa: E402
 from helper_eval import Reference  # noqa: E402
 from helper_files import RunError, check_output_file, write_json  # noqa: E402
 from models import samples_of  # noqa: E402
@@ -46,6 +46,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a run folder or its checkpoint.pt")
     p.add_argument("--data-dir", help="dataset root (default: the run's own --data-dir)")
+    p.add_argument("--cache-dir", help="where decoded images and the MNIST classifier are cached "
+                                       "(default: ~/.cache/gan-lecture)")
     p.add_argument("--num", type=int, help="samples (default: 10000 for MNIST, 2000 for faces)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -61,7 +63,7 @@ def main(argv=None):
             p.error(str(e))
     try:
         gen, cfg = load_generator(args.run, pick_device(args.device))
-        cfg = {**cfg, "data_dir": args.data_dir or cfg["data_dir"]}
+        cfg = data_of_run(cfg, args.data_dir, args.cache_dir)
         kind = helper_eval.kind_of(cfg)
         num = args.num or {"idx": 10000, "rgb": 2000}[kind]
         print(f"loading {cfg['dataset']} reference images...", flush=True)

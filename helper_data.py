@@ -618,7 +618,23 @@ def default_cache_dir(folder):
     folder = Path(folder)
     if folder.is_dir() and os.access(folder, os.W_OK) and folder.stat().st_mode & 0o222:
         return folder / ".gan_cache"
+    return user_cache_dir()
+
+
+def user_cache_dir():
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gan-lecture"
+
+
+def data_of_run(cfg, data_dir=None, cache_dir=None):
+    """A trained run's config for a tool that reads its data (evaluate.py,
+    generate.py --nearest). The checkpoint may come from someone else, so the
+    folders it names are not trusted blindly: the data folder read is said on
+    screen, and caches go only to the typed --cache-dir or the user's cache
+    folder, never to a folder the file chose."""
+    data_dir, cache_dir = data_dir or cfg["data_dir"], cache_dir or user_cache_dir()
+    whose = "" if data_dir != cfg["data_dir"] else " (the run's own; --data-dir to read another)"
+    print(f"reading the {cfg['dataset']} images from {data_dir}{whose}; cache in {cache_dir}", flush=True)
+    return {**cfg, "data_dir": str(data_dir), "cache_dir": str(cache_dir)}
 
 
 def cache_path(files, size, cache_dir, crop="celeba", dataset="celeba"):

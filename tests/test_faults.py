@@ -11,7 +11,10 @@ import textwrap
 import time
 
 import pytest
+import torch
 
+import evaluate
+import generate
 import helper_health
 import helper_plot
 import train_celeba_dcgan
@@ -116,3 +119,27 @@ def test_a_torn_last_metrics_row_is_skipped_and_dropped_on_resume(run_copy, caps
     steps = [line.split(",")[0] for line in (run_copy / "metrics.csv").read_text().splitlines()[1:]]
     assert steps == [str(i) for i in range(9)] and (run_copy / "metrics.csv").read_text().startswith(rows[0])
     assert run_main(MNIST, ["--resume", "--out", run_copy, "--epochs", 4], capsys)[0] == 0
+
+
+# ---------------------------------------------------------------- 5: a checkpoint from someone else names folders
+
+def test_a_foreign_checkpoint_chooses_no_folders(run_copy, mnist_root, tmp_path, monkeypatch, capsys):
+    """Its config names a cache folder deep in a place of its choosing: nothing is
+    created there; the data folder read is named; caches go to the user's folder."""
+    ckpt = load_ckpt(run_copy)
+    theirs = tmp_path / "theirs" / "deep" / "cache"
+    ckpt["config"] = {**ckpt["config"], "cache_dir": str(theirs), "data_dir": str(mnist_root)}
+    torch.save(ckpt, run_copy / "checkpoint.pt")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    code, out, err = run_main(generate.main, [run_copy, "--nearest", 1, "--num", 2, "--out", tmp_path / "n.png"],
+                              capsys)
+    assert code == 0, err
+    assert f"reading the mnist images from {mnist_root} (the run's own" in out
+    assert not (tmp_path / "theirs").exists()
+    assert list((tmp_path / "xdg" / "gan-lecture").glob("mnist_classifier_*.pt"))
+    code, out, err = run_main(evaluate.main, [run_copy, "--num", 16], capsys)
+    assert code == 0, err
+    assert f"reading the mnist images from {mnist_root}" in out and not (tmp_path / "theirs").exists()
+    own = tmp_path / "mine"
+    assert run_main(evaluate.main, [run_copy, "--num", 16, "--cache-dir", own], capsys)[0] == 0
+    assert list(own.glob("mnist_classifier_*.pt")) and not (tmp_path / "theirs").exists()
