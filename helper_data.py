@@ -407,7 +407,7 @@ def find_celeba(data_dir):
         raise DataError(f"data folder {root} does not exist: {CELEBA_HELP}")
     for folder in (root / "celeba" / "img_align_celeba", root / "img_align_celeba", root):
         if os.path.isdir(folder):
-            files = [p for p in _list_dir(folder) if p.suffix.lower() in IMAGE_EXTS]
+            files = [p for p in _list_dir(folder) if _is_image_file(p)]
             if files:
                 return _train_split(files, folder.parent / "list_eval_partition.txt")
     zips = list(root.glob("**/img_align_celeba.zip"))
@@ -458,8 +458,20 @@ def _walk_images(folder, seen):
             continue
         if os.path.isdir(path):
             yield from _walk_images(path, seen)
-        elif path.suffix.lower() in IMAGE_EXTS:
+        elif _is_image_file(path):
             yield path
+
+
+def _is_image_file(path):
+    """An image's name on a regular file (links followed). Anything else under
+    such a name is skipped with a warning, as an unreadable image is: a broken
+    link, or a named pipe, which would block its reader forever."""
+    if path.suffix.lower() not in IMAGE_EXTS:
+        return False
+    if os.path.isfile(path):
+        return True
+    warnings.warn(f"skipping {path}: not a regular file (a broken link, a pipe, ...)", stacklevel=2)
+    return False
 
 
 # ---------------------------------------------------------------- crop and resize

@@ -15,11 +15,12 @@ import torch
 
 import evaluate
 import generate
+import helper_data
 import helper_health
 import helper_plot
 import train_celeba_dcgan
 import train_mnist_gan
-from conftest import ROOT, dcgan_argv, load_ckpt, mnist_argv, run_main
+from conftest import ROOT, dcgan_argv, load_ckpt, make_faces, mnist_argv, run_main
 from test_safety import assert_one_line, snapshot
 
 MNIST, CELEBA = train_mnist_gan.main, train_celeba_dcgan.main
@@ -143,3 +144,34 @@ def test_a_foreign_checkpoint_chooses_no_folders(run_copy, mnist_root, tmp_path,
     own = tmp_path / "mine"
     assert run_main(evaluate.main, [run_copy, "--num", 16, "--cache-dir", own], capsys)[0] == 0
     assert list(own.glob("mnist_classifier_*.pt")) and not (tmp_path / "theirs").exists()
+
+
+# ---------------------------------------------------------------- 6, 7: a broken link and a named pipe among the images
+
+def odd_image_folder(tmp_path):
+    """Six images, a link x.jpg to nowhere and a named pipe zz.png (opening it
+    would wait forever for a writer)."""
+    folder = tmp_path / "pictures"
+    make_faces(folder, 6, size=(40, 40))
+    (folder / "x.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    os.mkfifo(folder / "zz.png")
+    return folder
+
+
+def test_only_regular_files_are_images(tmp_path):
+    folder = odd_image_folder(tmp_path)
+    with pytest.warns(UserWarning, match="not a regular file") as caught:
+        files = helper_data.find_images(folder)
+    assert [f.name for f in files] == [f"{i:06d}.jpg" for i in range(1, 7)]
+    assert sorted(str(w.message).split(": ")[0].split("/")[-1] for w in caught) == ["x.jpg", "zz.png"]
+
+
+def test_odd_files_among_the_images_are_skipped_in_training(tmp_path, capsys):
+    folder = odd_image_folder(tmp_path)
+    argv = dcgan_argv(folder, tmp_path / "run", tmp_path / "cache", "--dataset", "folder", epochs=1)
+    with pytest.warns(UserWarning) as caught:
+        code, _, err = run_main(CELEBA, argv, capsys)
+    assert code == 0 and "Traceback" not in err
+    skipped = [str(w.message) for w in caught if "not a regular file" in str(w.message)]
+    assert sorted(m.split(": ")[0].split("/")[-1] for m in skipped) == ["x.jpg", "zz.png"]
+    assert [p.name.split("_")[2] for p in (tmp_path / "cache").glob("faces_*.npy")] == ["6"]
