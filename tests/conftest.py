@@ -284,7 +284,8 @@ def make_cifar10(root, n=3, seed=0):
 # ---------------------------------------------------------------- a training subprocess, paused
 
 # Runs the MNIST script with a pause before global step `pause` until the file `go`
-# appears (never, for the lock test), after writing the file `ready`.
+# appears (never, for the lock test), after writing the file `ready`; `extra`:
+# more code to run first (more patches).
 LAUNCHER = textwrap.dedent("""
     import os, sys, time
     sys.path.insert(0, {root!r})
@@ -299,6 +300,7 @@ LAUNCHER = textwrap.dedent("""
         return step(s, *args)
 
     helper_train.gan_step = paused_step
+    {extra}
     train_mnist_gan.main(sys.argv[1:])
 """)
 
@@ -311,10 +313,11 @@ def paused_run(tmp_path):
     Killed at teardown if still there."""
     procs = []
 
-    def start(argv, pause=4):
+    def start(argv, pause=4, extra=""):
         ready, go = tmp_path / "ready", tmp_path / "go"
         script = tmp_path / "launch.py"
-        script.write_text(LAUNCHER.format(root=str(ROOT), pause=pause, ready=str(ready), go=str(go)))
+        script.write_text(LAUNCHER.format(root=str(ROOT), pause=pause, ready=str(ready), go=str(go),
+                                          extra=extra))
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
         procs.append(subprocess.Popen([sys.executable, str(script), *map(str, argv)], cwd=ROOT, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))

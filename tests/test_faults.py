@@ -21,7 +21,7 @@ import helper_plot
 import train_celeba_dcgan
 import train_mnist_gan
 from conftest import ROOT, dcgan_argv, load_ckpt, make_faces, mnist_argv, run_main
-from test_safety import assert_one_line, snapshot
+from test_safety import assert_one_line
 
 MNIST, CELEBA = train_mnist_gan.main, train_celeba_dcgan.main
 
@@ -175,3 +175,47 @@ def test_odd_files_among_the_images_are_skipped_in_training(tmp_path, capsys):
     skipped = [str(w.message) for w in caught if "not a regular file" in str(w.message)]
     assert sorted(m.split(": ")[0].split("/")[-1] for m in skipped) == ["x.jpg", "zz.png"]
     assert [p.name.split("_")[2] for p in (tmp_path / "cache").glob("faces_*.npy")] == ["6"]
+
+
+# ---------------------------------------------------------------- 8: a second signal during the checkpoint save
+
+# Once the file `go` exists, a checkpoint save writes part of its file, writes the
+# file `saving` and waits. A signal then makes it fail as torch's zip writer does
+# when interrupted mid-write (measured with a real save and a timer signal): a
+# RuntimeError raised while handling the KeyboardInterrupt.
+SLOW_SAVE = textwrap.dedent("""
+    import torch
+    real_save = torch.save
+
+    def interrupted_save(obj, f, *args, **kwargs):
+        if not os.path.exists({go!r}):
+            return real_save(obj, f, *args, **kwargs)
+        f.write(b"half a checkpoint")
+        try:
+            open({saving!r}, "w").close()
+            time.sleep(60)
+        except KeyboardInterrupt:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 5252480")
+
+    torch.save = interrupted_save
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_during_the_save_quits_in_one_line(sig, mnist_root, paused_run, tmp_path):
+    out, saving = tmp_path / "run", tmp_path / "saving"
+    proc, go = paused_run(mnist_argv(mnist_root, out, epochs=3),
+                          extra=SLOW_SAVE.format(go=str(tmp_path / "go"), saving=str(saving)))
+    proc.send_signal(sig)                             # the first: finish the batch, then save
+    time.sleep(0.2)
+    go.touch()
+    deadline = time.time() + 60
+    while not saving.exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(sig)                             # the second, in the middle of that save
+    code, err = finish(proc)
+    lines = err.strip().splitlines()
+    assert code == 130 and "Traceback" not in err, err[-3000:]
+    assert lines[-1].startswith("quit at once: the checkpoint of the last finished epoch is kept")
+    assert load_ckpt(out)["epoch"] == 1 and not list(out.glob("*.tmp*"))
