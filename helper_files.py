@@ -170,10 +170,10 @@ def make_folder(folder, what):
     """Create `folder` and its missing parents; returns those created, deepest
     first. One that cannot be created (a file in the way, read-only) is a RunError."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise RunError(f"{what} {folder} is a file, not a folder")
-    missing = [p for p in (folder, *folder.parents) if not p.exists()]
-    try:
+    try:   # exists() too raises for a name longer than the file system allows
+        if folder.exists() and not folder.is_dir():
+            raise RunError(f"{what} {folder} is a file, not a folder")
+        missing = [p for p in (folder, *folder.parents) if not p.exists()]
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunError(f"cannot create {what} {folder}: {e.strerror}") from None
@@ -185,7 +185,11 @@ def check_output_file(path, flag):
     folder in its place, a folder that cannot be created or written to).
     Creates the missing folders."""
     path = Path(path)
-    if path.is_dir():
+    try:
+        is_folder = path.is_dir()
+    except OSError as e:   # a name longer than the file system allows
+        raise RunError(f"{flag} {path}: {e.strerror}") from None
+    if is_folder:
         raise RunError(f"{flag} {path} is a folder, not a file")
     try:
         make_folder(path.parent, "folder")

@@ -219,3 +219,16 @@ def test_a_second_signal_during_the_save_quits_in_one_line(sig, mnist_root, paus
     assert code == 130 and "Traceback" not in err, err[-3000:]
     assert lines[-1].startswith("quit at once: the checkpoint of the last finished epoch is kept")
     assert load_ckpt(out)["epoch"] == 1 and not list(out.glob("*.tmp*"))
+
+
+# ---------------------------------------------------------------- 9: a name longer than the file system allows
+
+@pytest.mark.parametrize("tool", ["train", "train, deeper", "generate", "evaluate --json"])
+def test_a_name_too_long_is_one_line(tool, mnist_root, mnist_run, tmp_path, capsys):
+    long = tmp_path / ("a" * 300)
+    argv = {"train": (MNIST, mnist_argv(mnist_root, long)),
+            "train, deeper": (MNIST, mnist_argv(mnist_root, long / "run")),
+            "generate": (generate.main, [mnist_run, "--out", f"{long}.png"]),
+            "evaluate --json": (evaluate.main, [mnist_run, "--json", f"{long}.json"])}[tool]
+    assert_one_line(*run_main(*argv, capsys)[::2], 2, "File name too long")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
