@@ -334,6 +334,10 @@ def prepare_run(cfg, given, rank, world, device):
                        f"{world} torchrun processes")
     if cfg["tensorboard"]:
         require_tensorboard()   # before anything is written
+        tb = out / "tb"
+        if tb.exists() and not tb.is_dir() and not cfg["overwrite"]:
+            raise RunError(f"{tb} is a file, where --tensorboard writes its folder: move it "
+                           f"away, or add --overwrite to replace the run (and it)")
     if device.type == "cuda":   # fixed input shapes: cuDNN's timed choice pays off after a few steps
         torch.backends.cudnn.benchmark = cfg["cudnn_benchmark"]
     return cfg, ckpt
@@ -346,7 +350,10 @@ def write_run_dir(out, cfg, world, device):
             (out / f).unlink(missing_ok=True)
         for f in (out / "grids").glob("epoch_*.png"):
             f.unlink()
-        shutil.rmtree(out / "tb", ignore_errors=True)
+        if (out / "tb").is_dir():
+            shutil.rmtree(out / "tb", ignore_errors=True)
+        else:   # a file in the way of --tensorboard's folder
+            (out / "tb").unlink(missing_ok=True)
     info = {**cfg, "world_size": world, "device_used": str(device), "torch": torch.__version__,
             "batch_per_process": cfg["batch_size"] // world}
     with atomic_write(out / "config.json") as tmp:

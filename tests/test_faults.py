@@ -21,7 +21,7 @@ import helper_plot
 import train_celeba_dcgan
 import train_mnist_gan
 from conftest import ROOT, dcgan_argv, load_ckpt, make_faces, mnist_argv, run_main
-from test_safety import assert_one_line
+from test_safety import assert_one_line, snapshot
 
 MNIST, CELEBA = train_mnist_gan.main, train_celeba_dcgan.main
 
@@ -232,3 +232,22 @@ def test_a_name_too_long_is_one_line(tool, mnist_root, mnist_run, tmp_path, caps
             "evaluate --json": (evaluate.main, [mnist_run, "--json", f"{long}.json"])}[tool]
     assert_one_line(*run_main(*argv, capsys)[::2], 2, "File name too long")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- 10: a file named tb in the run folder
+
+def test_a_file_named_tb_is_one_line_and_overwrite_clears_it(mnist_root, run_copy, tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    (run_copy / "tb").write_text("not a folder")
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "tb").write_text("not a folder")
+    for argv in (["--resume", "--out", run_copy, "--epochs", 3, "--tensorboard"],
+                 mnist_argv(mnist_root, fresh, "--tensorboard")):
+        before = snapshot(argv[argv.index("--out") + 1])
+        assert_one_line(*run_main(MNIST, argv, capsys)[::2], 2, "tb is a file, where --tensorboard writes")
+        assert snapshot(argv[argv.index("--out") + 1]) == before
+    code, _, err = run_main(MNIST, mnist_argv(mnist_root, run_copy, "--tensorboard", "--overwrite", epochs=1),
+                            capsys)
+    assert code == 0, err
+    assert (run_copy / "tb").is_dir() and load_ckpt(run_copy)["epoch"] == 1
