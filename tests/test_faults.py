@@ -4,6 +4,7 @@ checkpoint is saved, torn metrics files, foreign checkpoints that name folders,
 odd files among the images, names too long, a file in the way, unbounded
 sample sets."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 import pytest
 import torch
 
+import ablate
 import evaluate
 import generate
 import helper_data
@@ -251,3 +253,16 @@ def test_a_file_named_tb_is_one_line_and_overwrite_clears_it(mnist_root, run_cop
                             capsys)
     assert code == 0, err
     assert (run_copy / "tb").is_dir() and load_ckpt(run_copy)["epoch"] == 1
+
+
+# ---------------------------------------------------------------- 11: ablate.py --skip-training without the runs
+
+def test_ablate_skip_training_without_runs_is_one_line(mnist_root, mnist_run, tmp_path, capsys):
+    out = tmp_path / "ablation"
+    argv = ["--skip-training", "--out", out, "--data-dir", mnist_root, "--variants", "lecture", "ema",
+            "--seeds", 1]
+    assert_one_line(*run_main(ablate.main, argv, capsys)[::2], 2, "2 of the 2 runs have no checkpoint")
+    shutil.copytree(mnist_run, out / "lecture" / "seed1")
+    shutil.copytree(mnist_run, out / "ema" / "seed1")
+    (out / "ema" / "seed1" / "checkpoint.pt").write_bytes(b"damaged")
+    assert_one_line(*run_main(ablate.main, argv, capsys)[::2], 1, "not a PyTorch checkpoint")
