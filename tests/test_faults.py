@@ -3,7 +3,9 @@ line (or the right behaviour) with nothing lost: signals while data loads or a
 checkpoint is saved, torn metrics files, foreign checkpoints that name folders,
 odd files among the images, names too long, a file in the way, unbounded
 sample sets."""
+import html
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -266,3 +268,14 @@ def test_ablate_skip_training_without_runs_is_one_line(mnist_root, mnist_run, tm
     shutil.copytree(mnist_run, out / "ema" / "seed1")
     (out / "ema" / "seed1" / "checkpoint.pt").write_bytes(b"damaged")
     assert_one_line(*run_main(ablate.main, argv, capsys)[::2], 1, "not a PyTorch checkpoint")
+
+
+# ---------------------------------------------------------------- 12: a run folder named like a link scheme
+
+def test_compare_links_are_paths_even_for_a_run_named_javascript(mnist_run, tmp_path, capsys):
+    run = tmp_path / "javascript:alert(1)"
+    shutil.copytree(mnist_run, run)
+    assert run_main(helper_plot.main, ["compare", run, mnist_run, "--out", tmp_path], capsys)[0] == 0
+    hrefs = re.findall(r'href="([^"]*)"', (tmp_path / "compare.html").read_text())
+    assert len(hrefs) == 2 and all(h.startswith("./") for h in hrefs), hrefs
+    assert (tmp_path / html.unescape(hrefs[0])).resolve() == (run / "report.html").resolve()
