@@ -31,6 +31,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -166,12 +167,34 @@ def images_from(gen, noise):
 
 
 def write_samples(gen, cfg, args, out):
+    check_fits(gen, cfg, args.num or 64, out)
     images = samples_of(gen, cfg["latent_dim"], args.num or 64, args.seed)
     if out.suffix == ".png":
         save_grid(images, out, nrow=args.nrow)
     else:
         torch.save(images, out)
     print(f"wrote {len(images)} images ({tuple(images.shape[1:])}) to {out}")
+
+
+def check_fits(gen, cfg, num, out):
+    """Refuse, before drawing any, samples whose tensor (and noise) would not fit
+    in the memory available, or whose file would not fit on the disk."""
+    one = images_from(gen, torch.zeros(1, cfg["latent_dim"]))
+    need = num * 4 * (one[0].numel() + cfg["latent_dim"])   # float32 images and noise
+    free_disk = shutil.disk_usage(out.parent).free
+    for what, free in (("memory available", available_memory()), (f"free space in {out.parent}", free_disk)):
+        if free is not None and need > free:
+            raise RunError(f"--num {num:,} samples need {need / 1e9:,.1f} GB, more than the "
+                           f"{free / 1e9:,.1f} GB of {what}: lower --num")
+
+
+def available_memory():
+    """Bytes of memory a new allocation may take (Linux's MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
 
 
 def write_interpolation(gen, cfg, args, out):

@@ -279,3 +279,11 @@ def test_compare_links_are_paths_even_for_a_run_named_javascript(mnist_run, tmp_
     hrefs = re.findall(r'href="([^"]*)"', (tmp_path / "compare.html").read_text())
     assert len(hrefs) == 2 and all(h.startswith("./") for h in hrefs), hrefs
     assert (tmp_path / html.unescape(hrefs[0])).resolve() == (run / "report.html").resolve()
+
+
+# ---------------------------------------------------------------- 13: more samples than can fit
+
+def test_generate_refuses_samples_that_cannot_fit(mnist_run, tmp_path, capsys):
+    code, _, err = run_main(generate.main, [mnist_run, "--num", 10**12, "--out", tmp_path / "x.pt"], capsys)
+    assert_one_line(code, err, 1, "--num 1,000,000,000,000 samples need 3,536,000.0 GB, more than the")
+    assert "lower --num" in err and not list(tmp_path.iterdir())
