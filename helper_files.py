@@ -40,6 +40,10 @@ def atomic_write(path):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None:   # a failed write names no file (a full disk): name the one written
+            e.filename = str(path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -3,6 +3,7 @@ line (or the right behaviour) with nothing lost: signals while data loads or a
 checkpoint is saved, torn metrics files, foreign checkpoints that name folders,
 odd files among the images, names too long, a file in the way, unbounded
 sample sets."""
+import errno
 import html
 import os
 import re
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,7 +27,7 @@ import helper_plot
 import train_celeba_dcgan
 import train_mnist_gan
 from conftest import ROOT, dcgan_argv, load_ckpt, make_faces, mnist_argv, run_main
-from test_safety import assert_one_line, snapshot
+from test_safety import assert_one_line, full_disk_at, snapshot
 
 MNIST, CELEBA = train_mnist_gan.main, train_celeba_dcgan.main
 
@@ -287,3 +289,25 @@ def test_generate_refuses_samples_that_cannot_fit(mnist_run, tmp_path, capsys):
     code, _, err = run_main(generate.main, [mnist_run, "--num", 10**12, "--out", tmp_path / "x.pt"], capsys)
     assert_one_line(code, err, 1, "--num 1,000,000,000,000 samples need 3,536,000.0 GB, more than the")
     assert "lower --num" in err and not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- also: a full disk names its file; final_grid.png whole
+
+@pytest.mark.parametrize("target,call,name", [("checkpoint", 2, "checkpoint.pt"), ("plot", 1, ".png")])
+def test_a_full_disk_names_the_file(target, call, name, mnist_root, tmp_path, monkeypatch, capsys):
+    full_disk_at(monkeypatch, target, call)
+    code, _, err = run_main(MNIST, mnist_argv(mnist_root, tmp_path / "run", epochs=3), capsys)
+    line = assert_one_line(code, err, 1, "No space left on device: " + str(tmp_path / "run"))
+    assert line.split(";")[0].endswith(name) and ".tmp" not in line, line
+
+
+def test_final_grid_is_replaced_whole_or_not_at_all(run_copy, monkeypatch):
+    before = (run_copy / "final_grid.png").read_bytes()
+
+    def full_disk(src, dst):
+        Path(dst).write_bytes(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(shutil, "copyfile", full_disk)
+    with pytest.raises(OSError, match="final_grid.png"):
+        helper_plot.plot_run(run_copy)
+    assert (run_copy / "final_grid.png").read_bytes() == before and not list(run_copy.glob("*.tmp*"))
