@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from helper_checkpoint import load_generator
-from helper_data import default_cache_dir
+from helper_data import DataError, default_cache_dir
 from helper_eval import InceptionReference, Reference, kind_of
 from helper_features import Inception, NetworkUnavailable
-from helper_files import read_events, write_json
+from helper_files import RunError, read_events, write_json
 from helper_plot import compare, side_by_side
 from models import samples_of
 
@@ -193,14 +193,23 @@ def main(argv=None):
         net = Inception() if args.inception else None
     except NetworkUnavailable as e:
         p.error(str(e))
-    run_dirs = ({v: [Path(args.out) / v / f"seed{s}" for s in args.seeds] for v in variants}
-                if args.skip_training else train_all(args.dataset, variants, args))
-    _, first = load_generator(next(iter(run_dirs.values()))[0])   # the data as the runs saw it
-    data = {**first, "data_dir": args.data_dir, "cache_dir": args.cache_dir}
-    ref = Reference(data, min(args.num, 5000))
-    standard = None if net is None else InceptionReference(
-        data, args.inception, net, args.cache_dir or default_cache_dir(args.data_dir))
-    results = {v: [score(d, ref, args.num, standard) for d in dirs] for v, dirs in run_dirs.items()}
+    if args.skip_training:
+        run_dirs = {v: [Path(args.out) / v / f"seed{s}" for s in args.seeds] for v in variants}
+        missing = [d for dirs in run_dirs.values() for d in dirs if not (d / "checkpoint.pt").is_file()]
+        if missing:
+            p.error(f"--skip-training: {len(missing)} of the {len(variants) * len(args.seeds)} runs have "
+                    f"no checkpoint, {missing[0]} first: train them (without --skip-training)")
+    else:
+        run_dirs = train_all(args.dataset, variants, args)
+    try:
+        _, first = load_generator(next(iter(run_dirs.values()))[0])   # the data as the runs saw it
+        data = {**first, "data_dir": args.data_dir, "cache_dir": args.cache_dir}
+        ref = Reference(data, min(args.num, 5000))
+        standard = None if net is None else InceptionReference(
+            data, args.inception, net, args.cache_dir or default_cache_dir(args.data_dir))
+        results = {v: [score(d, ref, args.num, standard) for d in dirs] for v, dirs in run_dirs.items()}
+    except (DataError, RunError) as e:
+        sys.exit(f"error: {e}")
     keys = KEYS[kind_of(first)] + (STANDARD_KEYS if standard else [])
     rows = summarize(results, keys)
     budget = f"{args.minutes:g} min" if args.minutes else f"{args.epochs} epochs"

@@ -36,7 +36,7 @@ import sys  # noqa: E402
 
 import helper_eval  # noqa: E402
 from helper_checkpoint import MAX_EVAL_SAMPLES, load_generator, pick_device  # noqa: E402
-from helper_data import DataError, default_cache_dir  # noqa: E402
+from helper_data import DataError, data_of_run  # noqa: E402
 from helper_eval import STACKED_NUM, InceptionReference, Reference  # noqa: E402
 from helper_features import Inception, NetworkUnavailable  # noqa: E402
 from helper_files import RunError, check_output_file, write_json  # noqa: E402
@@ -53,8 +53,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a run folder or its checkpoint.pt")
     p.add_argument("--data-dir", help="dataset root (default: the run's own --data-dir)")
-    p.add_argument("--cache-dir", help="where the classifier and real images' Inception features are "
-                                       "cached (default: the run's, else beside the data)")
+    p.add_argument("--cache-dir", help="where the classifier and the real images' Inception features "
+                                       "are cached (default: ~/.cache/gan-lecture)")
     p.add_argument("--num", type=int, help="samples for the project's scores (default: 10000 for the "
                                            "28 x 28 sets, 2000 RGB, 26000 StackedMNIST)")
     p.add_argument("--seed", type=int, default=0)
@@ -91,11 +91,11 @@ def evaluate(args):
     """{"run", "num", "samples", "real_floor"[, "inception"]}: the scores of args.run."""
     device = pick_device(args.device)
     gen, cfg = load_generator(args.run, device)
-    cfg = {**cfg, "data_dir": args.data_dir or cfg["data_dir"], "cache_dir": args.cache_dir or cfg["cache_dir"]}
+    cfg = data_of_run(cfg, args.data_dir, args.cache_dir)
     net = Inception(args.inception_file, device) if args.inception else None   # missing: fail first
     kind = helper_eval.kind_of(cfg)
     num = args.num or DEFAULT_NUM[kind]
-    print(f"loading {cfg['dataset']} reference images from {cfg['data_dir']}...", flush=True)
+    print(f"loading {cfg['dataset']} reference images...", flush=True)
     ref = Reference(cfg, num, args.seed)
     print(f"scoring {num} samples ({COST[kind]})...", flush=True)
     result = {"run": args.run, "num": num,
@@ -104,7 +104,7 @@ def evaluate(args):
     result["real_floor"] = ref.floor()
     if net is not None:
         n = args.inception_num
-        std = InceptionReference(cfg, n, net, cfg["cache_dir"] or default_cache_dir(cfg["data_dir"]), args.seed)
+        std = InceptionReference(cfg, n, net, cfg["cache_dir"], args.seed)
         print(f"Inception features of {n} samples (about {0.12 * n / 60:.0f} CPU minutes)...", flush=True)
         result["inception"] = {"samples": std.scores(samples_of(gen, cfg["latent_dim"], n, args.seed)),
                                "real_floor": std.floor(), "protocol": std.protocol}

@@ -31,6 +31,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -38,7 +39,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from helper_checkpoint import load_generator, pick_device  # noqa: E402
-from helper_data import IDX_SETS, DataError, dataset_images  # noqa: E402
+from helper_data import IDX_SETS, DataError, data_of_run, dataset_images  # noqa: E402
 from helper_eval import load_mnist_classifier  # noqa: E402
 from helper_files import RunError, check_output_file  # noqa: E402
 from helper_explore import interpolation_frames, interpolation_noise, nearest, nearest_grid, truncation_rows  # noqa: E402
@@ -76,6 +77,8 @@ def parse_args(argv):
                        help="each sample beside its K (default 3) nearest training images")
     p.add_argument("--steps", type=int, help=f"--interpolate: points per walk (default {STEPS})")
     p.add_argument("--data-dir", help="--nearest: dataset root (default: the run's own)")
+    p.add_argument("--cache-dir", help="--nearest: where decoded images and the MNIST classifier are "
+                                       "cached (default: ~/.cache/gan-lecture)")
     args = p.parse_args(argv)
     args.mode = next((m for m in MODES if getattr(args, m) is not None), None)
     problem = flag_problem(args)
@@ -99,8 +102,9 @@ def flag_problem(a):
         return "--steps goes with --interpolate"
     if a.num is not None and a.mode == "interpolate":
         return "--num does not go with --interpolate: its grid is K walks x --steps"
-    if a.data_dir is not None and a.mode != "nearest":
-        return "--data-dir goes with --nearest"
+    for flag, value in (("--data-dir", a.data_dir), ("--cache-dir", a.cache_dir)):
+        if value is not None and a.mode != "nearest":
+            return f"{flag} goes with --nearest"
     suffix = Path(a.out).suffix if a.out else ".png"
     if suffix not in SUFFIXES[a.mode]:
         return f"--out must end in {' or '.join(SUFFIXES[a.mode])} here, not {Path(a.out).name!r}"
@@ -163,12 +167,34 @@ def images_from(gen, noise):
 
 
 def write_samples(gen, cfg, args, out):
+    check_fits(gen, cfg, args.num or 64, out)
     images = samples_of(gen, cfg["latent_dim"], args.num or 64, args.seed)
     if out.suffix == ".png":
         save_grid(images, out, nrow=args.nrow)
     else:
         torch.save(images, out)
     print(f"wrote {len(images)} images ({tuple(images.shape[1:])}) to {out}")
+
+
+def check_fits(gen, cfg, num, out):
+    """Refuse, before drawing any, samples whose tensor (and noise) would not fit
+    in the memory available, or whose file would not fit on the disk."""
+    one = images_from(gen, torch.zeros(1, cfg["latent_dim"]))
+    need = num * 4 * (one[0].numel() + cfg["latent_dim"])   # float32 images and noise
+    free_disk = shutil.disk_usage(out.parent).free
+    for what, free in (("memory available", available_memory()), (f"free space in {out.parent}", free_disk)):
+        if free is not None and need > free:
+            raise RunError(f"--num {num:,} samples need {need / 1e9:,.1f} GB, more than the "
+                           f"{free / 1e9:,.1f} GB of {what}: lower --num")
+
+
+def available_memory():
+    """Bytes of memory a new allocation may take (Linux's MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
 
 
 def write_interpolation(gen, cfg, args, out):
@@ -203,7 +229,7 @@ def write_truncation(gen, cfg, args, out):
 
 def write_nearest(gen, cfg, args, out):
     k, num = args.nearest, args.num or 8
-    cfg = {**cfg, "data_dir": args.data_dir or cfg["data_dir"]}
+    cfg = data_of_run(cfg, args.data_dir, args.cache_dir)
     samples = samples_of(gen, cfg["latent_dim"], num, args.seed)
     train = dataset_images(cfg)   # uint8, as training reads them
     features, space = feature_space(cfg, samples, next(gen.parameters()).device)

@@ -143,8 +143,15 @@ def save_checkpoint(state_dict, path):
     """Atomic: a crash or a full disk while saving keeps the previous checkpoint
     whole. Through a Python file, so a full disk is an OSError (ENOSPC), not an
     opaque RuntimeError of torch's zip writer."""
-    with atomic_write(path) as tmp, open(tmp, "wb") as f:
-        torch.save(state_dict, f)
+    try:
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
+            torch.save(state_dict, f)
+    except Exception as e:
+        # A second Ctrl-C mid-write makes torch's zip writer fail as it closes, a
+        # RuntimeError on top of the KeyboardInterrupt: quit as the user asked.
+        if isinstance(e.__context__, KeyboardInterrupt):
+            raise e.__context__ from None
+        raise
 
 
 def load_checkpoint(path, device="cpu", training=True):

@@ -13,7 +13,9 @@ import errno
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -176,10 +178,11 @@ def run(cfg, given):
     line and exit code 1, the last checkpoint kept."""
     started = time.time()
     try:
-        rank, world, local = dist_setup()
-        device = pick_device(cfg["device"], local)
-        with RunLock(cfg["out"]) if rank == 0 else contextlib.nullcontext():   # one writer per run
-            status = train_run(cfg, given, rank, world, device)
+        with sigterm_as_ctrl_c():
+            rank, world, local = dist_setup()
+            device = pick_device(cfg["device"], local)
+            with RunLock(cfg["out"]) if rank == 0 else contextlib.nullcontext():   # one writer per run
+                status = train_run(cfg, given, rank, world, device)
     except (DataError, RunError, TensorBoardMissing, NetworkUnavailable) as e:
         exit_with(f"error: {one_line(e)}", 2)
     except OSError as e:
@@ -204,6 +207,22 @@ def run(cfg, given):
         print(f"{'stopped at the time budget' if status == 'time_budget' else 'done'} after "
               f"{hms(time.time() - started)}: open {Path(cfg['out']) / 'report.html'} (plots, "
               f"progress.gif, grids/); more epochs: --resume --out {cfg['out']} --epochs N")
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM (`timeout`, docker stop, ablate.py stopping a run) as Ctrl-C for
+    the whole run: while data loads or the cache is built it ends in run()'s
+    one line, not silently with exit code 143. Inside the training loop
+    helper_train.StopSignals takes over (finish the batch, save)."""
+    if threading.current_thread() is not threading.main_thread():   # handlers live there only
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def train_run(cfg, given, rank, world, device):
@@ -306,8 +325,14 @@ def prepare_run(cfg, given, rank, world, device):
         cfg = {**cfg, **saved, **{k: cfg[k] for k in given & RESUMABLE},
                "resume": True, "overwrite": False, "out": cfg["out"]}   # the folder as it is now
     elif any((out / f).exists() for f in RUN_MARKERS) and not cfg["overwrite"]:
-        raise RunError(f"{out} already holds a run: add --resume to continue it, "
-                       f"--overwrite to replace it, or choose another --out")
+        if (out / "checkpoint.pt").exists():
+            raise RunError(f"{out} already holds a run: add --resume to continue it, "
+                           f"--overwrite to replace it, or choose another --out")
+        # Stopped or killed before its first checkpoint: nothing to resume, so the
+        # same command starts it again (its files are replaced as with --overwrite).
+        if rank == 0:
+            print(f"note: {out} holds a run that stopped before its first checkpoint: starting it again")
+        cfg = {**cfg, "overwrite": True}
     if world > 1:
         torch.distributed.barrier()   # every rank has looked before rank 0 writes
     if cfg["batch_size"] % world:
@@ -315,6 +340,10 @@ def prepare_run(cfg, given, rank, world, device):
                        f"{world} torchrun processes")
     if cfg["tensorboard"]:
         require_tensorboard()   # before anything is written
+        tb = out / "tb"
+        if tb.exists() and not tb.is_dir() and not cfg["overwrite"]:
+            raise RunError(f"{tb} is a file, where --tensorboard writes its folder: move it "
+                           f"away, or add --overwrite to replace the run (and it)")
     if device.type == "cuda":   # fixed input shapes: cuDNN's timed choice pays off after a few steps
         torch.backends.cudnn.benchmark = cfg["cudnn_benchmark"]
     return cfg, ckpt
@@ -327,7 +356,10 @@ def write_run_dir(out, cfg, world, device):
             (out / f).unlink(missing_ok=True)
         for f in (out / "grids").glob("epoch_*.png"):
             f.unlink()
-        shutil.rmtree(out / "tb", ignore_errors=True)
+        if (out / "tb").is_dir():
+            shutil.rmtree(out / "tb", ignore_errors=True)
+        else:   # a file in the way of --tensorboard's folder
+            (out / "tb").unlink(missing_ok=True)
     info = {**cfg, "world_size": world, "device_used": str(device), "torch": torch.__version__,
             "batch_per_process": cfg["batch_size"] // world}
     with atomic_write(out / "config.json") as tmp:

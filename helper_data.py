@@ -27,6 +27,7 @@ import math
 import os
 import pickle
 import shutil
+import signal
 import struct
 import sys
 import tempfile
@@ -409,7 +410,7 @@ def find_celeba(data_dir):
         raise DataError(f"data folder {root} does not exist: {CELEBA_HELP}")
     for folder in (root / "celeba" / "img_align_celeba", root / "img_align_celeba", root):
         if os.path.isdir(folder):
-            files = [p for p in _list_dir(folder) if p.suffix.lower() in IMAGE_EXTS]
+            files = [p for p in _list_dir(folder) if _is_image_file(p)]
             if files:
                 return _train_split(files, folder.parent / "list_eval_partition.txt")
     zips = list(root.glob("**/img_align_celeba.zip"))
@@ -460,8 +461,20 @@ def _walk_images(folder, seen):
             continue
         if os.path.isdir(path):
             yield from _walk_images(path, seen)
-        elif path.suffix.lower() in IMAGE_EXTS:
+        elif _is_image_file(path):
             yield path
+
+
+def _is_image_file(path):
+    """An image's name on a regular file (links followed). Anything else under
+    such a name is skipped with a warning, as an unreadable image is: a broken
+    link, or a named pipe, which would block its reader forever."""
+    if path.suffix.lower() not in IMAGE_EXTS:
+        return False
+    if os.path.isfile(path):
+        return True
+    warnings.warn(f"skipping {path}: not a regular file (a broken link, a pipe, ...)", stacklevel=2)
+    return False
 
 
 # ---------------------------------------------------------------- crop and resize
@@ -635,7 +648,23 @@ def default_cache_dir(folder):
     folder = Path(folder)
     if folder.is_dir() and os.access(folder, os.W_OK) and folder.stat().st_mode & 0o222:
         return folder / ".gan_cache"
+    return user_cache_dir()
+
+
+def user_cache_dir():
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gan-lecture"
+
+
+def data_of_run(cfg, data_dir=None, cache_dir=None):
+    """A trained run's config for a tool that reads its data (evaluate.py,
+    generate.py --nearest). The checkpoint may come from someone else, so the
+    folders it names are not trusted blindly: the data folder read is said on
+    screen, and caches go only to the typed --cache-dir or the user's cache
+    folder, never to a folder the file chose."""
+    data_dir, cache_dir = data_dir or cfg["data_dir"], cache_dir or user_cache_dir()
+    whose = "" if data_dir != cfg["data_dir"] else " (the run's own; --data-dir to read another)"
+    print(f"reading the {cfg['dataset']} images from {data_dir}{whose}; cache in {cache_dir}", flush=True)
+    return {**cfg, "data_dir": str(data_dir), "cache_dir": str(cache_dir)}
 
 
 def cache_path(files, size, cache_dir, crop="celeba", dataset="celeba"):
@@ -716,7 +745,7 @@ def _decode_into(files, size, tmp, workers, quiet, name, crop="celeba"):
     progress = Progress(len(files), stream=sys.stderr)
     kept, bad = 0, []
     jobs = ((f, size, crop) for f in files)
-    with Pool(max(1, workers)) if workers > 0 else _Serial() as pool:
+    with Pool(max(1, workers), _quiet_worker) if workers > 0 else _Serial() as pool:
         for i, arr in enumerate(pool.imap(_load_or_none, jobs, chunksize=64)):
             if isinstance(arr, str):
                 bad.append(arr)
@@ -736,6 +765,16 @@ def _decode_into(files, size, tmp, workers, quiet, name, crop="celeba"):
         np.save(tmp, np.load(tmp)[:kept])
     if not quiet:
         progress.update(len(files), f"cached {len(files)} images into {name}", force=True)
+
+
+def _quiet_worker():
+    """A pool worker leaves Ctrl-C to the main process, which stops the pool: a
+    terminal sends SIGINT to every process of the job, and a worker that died of
+    it mid-task printed a traceback and could leave the pool's result thread
+    waiting forever. SIGTERM, with which the pool ends its workers, ends them at
+    once (not through a handler inherited from the main process)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class _Serial:

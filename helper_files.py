@@ -40,6 +40,10 @@ def atomic_write(path):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None:   # a failed write names no file (a full disk): name the one written
+            e.filename = str(path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -170,10 +174,10 @@ def make_folder(folder, what):
     """Create `folder` and its missing parents; returns those created, deepest
     first. One that cannot be created (a file in the way, read-only) is a RunError."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise RunError(f"{what} {folder} is a file, not a folder")
-    missing = [p for p in (folder, *folder.parents) if not p.exists()]
-    try:
+    try:   # exists() too raises for a name longer than the file system allows
+        if folder.exists() and not folder.is_dir():
+            raise RunError(f"{what} {folder} is a file, not a folder")
+        missing = [p for p in (folder, *folder.parents) if not p.exists()]
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise RunError(f"cannot create {what} {folder}: {e.strerror}") from None
@@ -185,7 +189,11 @@ def check_output_file(path, flag):
     folder in its place, a folder that cannot be created or written to).
     Creates the missing folders."""
     path = Path(path)
-    if path.is_dir():
+    try:
+        is_folder = path.is_dir()
+    except OSError as e:   # a name longer than the file system allows
+        raise RunError(f"{flag} {path}: {e.strerror}") from None
+    if is_folder:
         raise RunError(f"{flag} {path} is a folder, not a file")
     try:
         make_folder(path.parent, "folder")
@@ -231,12 +239,33 @@ def read_metrics(run_dir):
     path = Path(run_dir) / "metrics.csv"
     if not path.exists():
         return {}
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if len(rows) < 2:
+    header, rows = metric_rows(path)
+    if not rows:
         return {}
-    data = np.array(rows[1:], dtype=float)
-    return {name: data[:, i] for i, name in enumerate(rows[0])}
+    data = np.array(rows, dtype=float)
+    return {name: data[:, i] for i, name in enumerate(header)}
+
+
+def metric_rows(path):
+    """(header, rows as lists of strings) of a metrics.csv. A row cut short (by
+    a kill or a full disk mid-write: the file does not end in a newline) or that
+    is not a row of numbers is skipped, as read_events skips such lines."""
+    lines = Path(path).read_text().splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()
+    rows = list(csv.reader(lines))
+    if not rows:
+        return [], []
+    header = rows[0]
+    return header, [r for r in rows[1:] if len(r) == len(header) and all(map(_is_number, r))]
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def read_events(run_dir, kind=None):

@@ -163,7 +163,8 @@ def plot_run(run_dir, window=100):
     plot_eval(run_dir)
     grids = sorted((run_dir / "grids").glob("epoch_*.png"))
     if grids:
-        shutil.copyfile(grids[-1], run_dir / "final_grid.png")
+        with atomic_write(run_dir / "final_grid.png") as tmp:   # a full disk keeps the old one whole
+            shutil.copyfile(grids[-1], tmp)
         if (run_dir / "reals.png").exists():
             side_by_side([run_dir / "reals.png", grids[-1]],
                           ["real", f"generated (epoch {int(grids[-1].stem[6:])})"],

@@ -300,10 +300,16 @@ def _settings_html(run_dirs, configs, labels, out_dir):
     names = [r.resolve().name for r in run_dirs]
     rows = [["label", *labels]] + [[k, *(_fmt(c.get(k, "-")) for c in configs)]
                                    for k in _differing(configs)]
-    links = [f'<a href="{_esc(Path(os.path.relpath(r / "report.html", out_dir)).as_posix())}">'
+    links = [f'<a href="{_esc(_relative_url(r / "report.html", out_dir))}">'
              f"{_esc(n)}</a>" for r, n in zip(run_dirs, names) if (r / "report.html").exists()]
     return (_table(rows, header=["setting", *names])
             + (f"<p>Reports: {' &middot; '.join(links)}</p>" if links else ""))
+
+
+def _relative_url(path, start):
+    """path relative to the folder start, as a link that is always a path: a run
+    folder named "javascript:..." would otherwise read as a scheme, and run code."""
+    return "./" + Path(os.path.relpath(path, start)).as_posix()
 
 
 def compare_page(run_dirs, out_dir, labels, figure="compare.png"):

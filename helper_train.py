@@ -35,7 +35,7 @@ import helper_losses as losses
 import helper_plot
 from helper_augment import diff_augment
 from helper_checkpoint import CKPT_FORMAT, networks, save_checkpoint
-from helper_files import Progress, append_event, atomic_write, read_events
+from helper_files import Progress, append_event, atomic_write, metric_rows, read_events
 from helper_tensorboard import open_writer
 from models import sample
 
@@ -476,11 +476,10 @@ class MetricsLog:
     def _truncate(self, step):
         """On resume: drop rows and events written after the checkpoint (a crash
         mid-epoch), so the files describe one continuous run."""
-        if self.csv_path.exists():
-            with open(self.csv_path, newline="") as f:
-                rows = list(csv.reader(f))
+        if self.csv_path.exists():   # a torn last row goes too (metric_rows skips it)
+            header, rows = metric_rows(self.csv_path)
             with atomic_write(self.csv_path) as tmp, open(tmp, "w", newline="") as f:
-                csv.writer(f).writerows(rows[:1] + [r for r in rows[1:] if int(r[0]) < step])
+                csv.writer(f).writerows([header or METRICS] + [r for r in rows if float(r[0]) < step])
         if self.events_path.exists():
             kept = [e for e in read_events(self.run_dir) if e.get("step", 0) <= step]
             with atomic_write(self.events_path) as tmp:

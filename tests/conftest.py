@@ -4,9 +4,13 @@ main(argv) in-process. Everything is written under pytest's tmp_path."""
 import csv
 import json
 import os
+import shutil
 import signal
 import struct
+import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +206,13 @@ def mnist_run(mnist_root, tmp_path_factory):
     return out
 
 
+@pytest.fixture
+def run_copy(mnist_run, tmp_path):
+    """A private copy of the finished 2-epoch MNIST run, free to damage."""
+    shutil.copytree(mnist_run, tmp_path / "run")
+    return tmp_path / "run"
+
+
 @pytest.fixture(scope="session")
 def mnist_reference(mnist_root, tmp_path_factory):
     """An uninterrupted 3-epoch MNIST run to compare resumed runs against."""
@@ -268,3 +279,56 @@ def make_cifar10(root, n=3, seed=0):
         if name != "test_batch":
             train.append(data)
     return np.concatenate(train).reshape(-1, 3, 32, 32)
+
+
+# ---------------------------------------------------------------- a training subprocess, paused
+
+# Runs the MNIST script with a pause before global step `pause` until the file `go`
+# appears (never, for the lock test), after writing the file `ready`; `extra`:
+# more code to run first (more patches).
+LAUNCHER = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, {root!r})
+    import helper_train, train_mnist_gan
+    step = helper_train.gan_step
+
+    def paused_step(s, *args):
+        if s.step == {pause}:
+            open({ready!r}, "w").close()
+            while not os.path.exists({go!r}):
+                time.sleep(0.02)
+        return step(s, *args)
+
+    helper_train.gan_step = paused_step
+    {extra}
+    train_mnist_gan.main(sys.argv[1:])
+""")
+
+
+@pytest.fixture
+def paused_run(tmp_path):
+    """start(argv): a training subprocess paused before global step `pause`
+    (default 4: epoch 2, batch 2, where epoch 1's checkpoint is written); it
+    holds the run's lock. Returns (process, the file that lets it go on).
+    Killed at teardown if still there."""
+    procs = []
+
+    def start(argv, pause=4, extra=""):
+        ready, go = tmp_path / "ready", tmp_path / "go"
+        script = tmp_path / "launch.py"
+        script.write_text(LAUNCHER.format(root=str(ROOT), pause=pause, ready=str(ready), go=str(go),
+                                          extra=extra))
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+        procs.append(subprocess.Popen([sys.executable, str(script), *map(str, argv)], cwd=ROOT, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        deadline = time.time() + 120
+        while not ready.exists():
+            assert procs[-1].poll() is None, procs[-1].communicate()[1][-3000:]
+            assert time.time() < deadline
+            time.sleep(0.05)
+        return procs[-1], go
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

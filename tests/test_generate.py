@@ -152,10 +152,11 @@ def test_truncation_rows_and_spread(mnist_run, tmp_path, capsys):
 # ---------------------------------------------------------------- --nearest
 
 def test_nearest_in_classifier_features(mnist_run, mnist_root, tmp_path, capsys, fake_classifier,
-                                        nearest_spy):
+                                        nearest_spy, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     code, out, err = gen_main([mnist_run, "--nearest", 2, "--num", 5, "--out", tmp_path / "n.png"], capsys)
     assert code == 0, err
-    assert fake_classifier == [(str(mnist_root), None)]                     # the run's data_dir and cache
+    assert fake_classifier == [(str(mnist_root), str(tmp_path / "xdg" / "gan-lecture"))]   # never the run's cache
     assert "mnist classifier features" in out and "mean distance" in out
     assert png_array(tmp_path / "n.png").shape == (5 * CELL + 2, 3 * CELL + 2, 3)   # sample + 2 nearest
     samples, train, idx, dist = nearest_spy[0]

@@ -11,8 +11,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -30,7 +28,7 @@ import helper_plot
 import helper_train
 import train_celeba_dcgan
 import train_mnist_gan
-from conftest import ROOT, dcgan_argv, load_ckpt, metric_values, mnist_argv, read_events, run_main
+from conftest import dcgan_argv, load_ckpt, metric_values, mnist_argv, read_events, run_main
 from helper_files import RunError, RunLock
 
 MNIST, CELEBA = train_mnist_gan.main, train_celeba_dcgan.main
@@ -51,13 +49,6 @@ def snapshot(folder):
     folder = Path(folder)
     return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture
-def run_copy(mnist_run, tmp_path):
-    """A private copy of the finished 2-epoch MNIST run, free to damage."""
-    shutil.copytree(mnist_run, tmp_path / "run")
-    return tmp_path / "run"
 
 
 @pytest.fixture(scope="module")
@@ -368,53 +359,6 @@ def test_run_lock_without_fcntl_uses_a_pid_file(tmp_path, monkeypatch):
     (folder / ".lock").write_text(json.dumps({"pid": dead_pid()}))   # its holder was killed
     with RunLock(folder):
         assert json.loads((folder / ".lock").read_text())["pid"] == os.getpid()
-
-
-# Runs the MNIST script with a pause before global step `pause` until the file `go`
-# appears (never, for the lock test), after writing the file `ready`.
-LAUNCHER = textwrap.dedent("""
-    import os, sys, time
-    sys.path.insert(0, {root!r})
-    import helper_train, train_mnist_gan
-    step = helper_train.gan_step
-
-    def paused_step(s, *args):
-        if s.step == {pause}:
-            open({ready!r}, "w").close()
-            while not os.path.exists({go!r}):
-                time.sleep(0.02)
-        return step(s, *args)
-
-    helper_train.gan_step = paused_step
-    train_mnist_gan.main(sys.argv[1:])
-""")
-
-
-@pytest.fixture
-def paused_run(tmp_path):
-    """start(argv): a training subprocess paused before global step 4 (epoch 2,
-    batch 2): epoch 1's checkpoint is written and it holds the run's lock.
-    Returns (process, the file that lets it go on). Killed at teardown if still there."""
-    procs = []
-
-    def start(argv):
-        ready, go = tmp_path / "ready", tmp_path / "go"
-        script = tmp_path / "launch.py"
-        script.write_text(LAUNCHER.format(root=str(ROOT), pause=4, ready=str(ready), go=str(go)))
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
-        procs.append(subprocess.Popen([sys.executable, str(script), *map(str, argv)], cwd=ROOT, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        deadline = time.time() + 120
-        while not ready.exists():
-            assert procs[-1].poll() is None, procs[-1].communicate()[1][-3000:]
-            assert time.time() < deadline
-            time.sleep(0.05)
-        return procs[-1], go
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
 
 
 def test_two_processes_on_one_run(mnist_root, mnist_reference, paused_run, tmp_path, capsys):
