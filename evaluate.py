@@ -122,15 +122,15 @@ def print_table(result):
         print("\nstandard scores, comparable with papers that use the same protocol:")
         for key, value in std["protocol"].items():
             print(f"  {key}: {value}")
-        _rows(std["samples"], std["real_floor"])
+        _rows(std["samples"], std["real_floor"], prefix="inception_")
 
 
-def _rows(samples, floor):
+def _rows(samples, floor, prefix=""):
     print(f"  {'score':<52}{'samples':>10}{'real (floor)':>14}")
     for key, value in samples.items():
         if isinstance(value, float):
             digits = 0 if key == "modes" else 4
-            print(f"  {score_label(key):<52}{value:>10.{digits}f}{floor[key]:>14.{digits}f}")
+            print(f"  {score_label(prefix + key):<52}{value:>10.{digits}f}{floor[key]:>14.{digits}f}")
 
 
 if __name__ == "__main__":

@@ -471,6 +471,8 @@ def make_evaluator(cfg, inception=None):
     if inception is not None:
         standard = InceptionReference(cfg, cfg["eval_inception"], inception,
                                       cfg["cache_dir"] or default_cache_dir(cfg["data_dir"]))
+        print("inception_* scores at each evaluation: " +
+              "; ".join(f"{k} {v}" for k, v in standard.protocol.items()), flush=True)
 
     def evaluate(gen):
         scores = ref.scores(samples_of(gen, cfg["latent_dim"], num))

@@ -116,7 +116,7 @@ def test_standard_scores_during_training_and_from_evaluate(mnist_with_classifier
     assert set(std["samples"]) == set(std["real_floor"]) == {"fid", "kid_x1e3", "kid_std_x1e3",
                                                              "precision", "recall"}
     assert std["protocol"]["samples"] == 8 and "test-split" in std["protocol"]["reference"]
-    assert "Inception-v3 (TF 2015-12-05)" in printed and "real (floor)" in printed
+    assert "Inception-v3 (TF 2015-12-05)" in printed and "Inception FID (lower is better)" in printed
     # the same network, samples and reference: the train-time score is the evaluate.py score
     assert std["samples"]["fid"] == pytest.approx(ev["inception_fid"], rel=1e-6)
 
