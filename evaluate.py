@@ -33,14 +33,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import helper_eval  # noqa: E402
 from helper_checkpoint import MAX_EVAL_SAMPLES, load_generator, pick_device  # noqa: E402
 from helper_data import DataError, data_of_run  # noqa: E402
 from helper_eval import STACKED_NUM, InceptionReference, Reference  # noqa: E402
 from helper_features import Inception, NetworkUnavailable  # noqa: E402
-from helper_files import RunError, check_output_file, write_json  # noqa: E402
-from helper_report import score_label  # noqa: E402
+from helper_files import RunError, append_event, check_output_file, read_events, write_json  # noqa: E402
+from helper_report import score_label, write_report  # noqa: E402
 from models import samples_of  # noqa: E402
 
 
@@ -80,6 +81,7 @@ def main(argv=None):
     except (DataError, RunError, NetworkUnavailable) as e:
         sys.exit(f"error: {e}")
     print_table(result)
+    keep_with_run(args.run, result)
     if args.json:
         try:
             write_json(args.json, result)
@@ -109,6 +111,28 @@ def evaluate(args):
         result["inception"] = {"samples": std.scores(samples_of(gen, cfg["latent_dim"], n, args.seed)),
                                "real_floor": std.floor(), "protocol": std.protocol}
     return result
+
+
+def keep_with_run(run, result):
+    """The scores as an "evaluate" event of the run and its report.html redrawn,
+    so the page shows them; a run folder that cannot be written is left as it is."""
+    run_dir = Path(run).parent if Path(run).is_file() else Path(run)
+    if not (run_dir / "events.jsonl").is_file():
+        return
+    flat, floor = dict(result["samples"]), dict(result["real_floor"])
+    for key, value in result.get("inception", {}).get("samples", {}).items():
+        flat[f"inception_{key}"] = value
+        floor[f"inception_{key}"] = result["inception"]["real_floor"][key]
+    epochs = read_events(run_dir, "epoch")
+    try:
+        append_event(run_dir, event="evaluate", epoch=epochs[-1]["epoch"] if epochs else 0, num=result["num"],
+                     inception_num=result.get("inception", {}).get("protocol", {}).get("samples"),
+                     real_floor={k: v for k, v in floor.items() if isinstance(v, float)},
+                     **{k: v for k, v in flat.items() if isinstance(v, float)})
+        write_report(run_dir)
+        print(f"scores added to {run_dir / 'report.html'}")
+    except OSError as e:
+        print(f"note: the scores could not be added to {run_dir}'s report ({e.strerror})")
 
 
 def print_table(result):

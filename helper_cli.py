@@ -241,7 +241,7 @@ def train_run(cfg, given, rank, world, device):
     run_dir = Path(cfg["out"])
     real = next(iter(loader.batches(0))).float().cpu()
     if rank == 0:
-        write_run_dir(run_dir, cfg, world, device)
+        write_run_dir(run_dir, cfg, world, device, given)
         if ckpt is not None:
             log_changes(run_dir, ckpt, cfg, given)
         print_header(cfg, batches_per_epoch(loader, cfg), device, world)
@@ -349,7 +349,7 @@ def prepare_run(cfg, given, rank, world, device):
     return cfg, ckpt
 
 
-def write_run_dir(out, cfg, world, device):
+def write_run_dir(out, cfg, world, device, given):
     out.mkdir(parents=True, exist_ok=True)
     if cfg["overwrite"]:
         for f in RUN_FILES:
@@ -360,8 +360,12 @@ def write_run_dir(out, cfg, world, device):
             shutil.rmtree(out / "tb", ignore_errors=True)
         else:   # a file in the way of --tensorboard's folder
             (out / "tb").unlink(missing_ok=True)
+    typed = set(given) - {"out", "resume", "overwrite"}
+    if cfg["resume"] and (out / "config.json").is_file():   # a resume adds to what was typed at first
+        typed |= set(json.loads((out / "config.json").read_text()).get("typed", []))
     info = {**cfg, "world_size": world, "device_used": str(device), "torch": torch.__version__,
-            "batch_per_process": cfg["batch_size"] // world}
+            "batch_per_process": cfg["batch_size"] // world, "threads_used": torch.get_num_threads(),
+            "typed": sorted(typed)}
     with atomic_write(out / "config.json") as tmp:
         tmp.write_text(json.dumps(json_safe(info), indent=2) + "\n")
 

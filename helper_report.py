@@ -197,6 +197,7 @@ def _summary(cfg, events):
             ("ended", ended), ("resumed", "yes" if resumed else "no"),
             ("machine", start.get("host", "-")),
             ("device", start.get("device", cfg.get("device_used", "-"))),
+            ("CPU threads", cfg.get("threads_used", cfg.get("threads", "-"))),
             ("torch", start.get("torch", cfg.get("torch", "-"))),
             ("processes", cfg.get("world_size", 1))]
 
@@ -241,13 +242,15 @@ def _eval_table(evals):
                    for e in evals], header=["epoch", "step", *(score_label(k) for k in keys)])
 
 
-def _event_list(events, kinds, none):
+def _event_list(events, kinds, none, keep=lambda e: True, title=""):
+    """The events of these kinds (that `keep` accepts) as a list; `none` when there are none."""
     items = [f"{e['event']} at step {e.get('step', '?')}, epoch {e.get('epoch', '?')}"
              + (f": {e['message']}" if "message" in e else "")
-             for e in events if e.get("event") in kinds]
+             for e in events if e.get("event") in kinds and keep(e)]
     if not items:
-        return f'<p class="note">{_esc(none)}</p>'
-    return "<ul>" + "".join(f"<li>{_esc(i)}</li>" for i in items) + "</ul>"
+        return f'<p class="note">{_esc(none)}</p>' if none else ""
+    heading = f"<h3>{_esc(title)}</h3>" if title else ""
+    return heading + "<ul>" + "".join(f"<li>{_esc(i)}</li>" for i in items) + "</ul>"
 
 
 def _write_page(path, title, sections):
@@ -259,7 +262,8 @@ def _write_page(path, title, sections):
 
 
 def write_report(run_dir):
-    """run_dir/report.html: one static page of the run, pointing at its plots and grids."""
+    """run_dir/report.html: one static page of the run, pointing at its plots and
+    grids. The samples first, then the losses and scores; the settings last."""
     run_dir = check_run(run_dir)
     cfg, events = read_config(run_dir), _events(run_dir)
     evals = [e for e in events if e.get("event") == "eval"]
@@ -267,13 +271,38 @@ def write_report(run_dir):
                or _images(run_dir, "final_grid.png", "reals.png")
                or '<p class="note">No grids yet.</p>')
     return _write_page(run_dir / "report.html", f"GAN run {run_dir.resolve().name}", [
-        ("What was run", _table(_summary(cfg, events)) + _config_table(cfg)),
-        ("Losses", _images(run_dir, "loss.png", "accuracy.png")
-         + _event_list(events, ("warning",), "No health warnings.")),
-        ("Sample quality", _images(run_dir, "eval.png") + _eval_table(evals)),
+        ("Samples", samples + _table(_summary(cfg, events))),
+        ("Losses", _images(run_dir, "loss.png", "accuracy.png")),
+        ("Sample quality", _images(run_dir, "eval.png") + _eval_table(evals)
+         + _evaluate_table([e for e in events if e.get("event") == "evaluate"])),
         ("Progress", _images(run_dir, "progress.gif", "progress.png")),
-        ("Samples", samples),
-        ("Health events", _event_list(events, ("warning", "diverged", "interrupted"), "None."))])
+        ("Health", _event_list(events, ("warning", "diverged", "interrupted"), "No health warnings.",
+                               lambda e: "recovered" not in e.get("message", ""))
+         + _event_list(events, ("warning",), "", lambda e: "recovered" in e.get("message", ""),
+                       title="Recoveries")),
+        ("Settings", _settings(cfg))])
+
+
+def _evaluate_table(runs):
+    """The scores evaluate.py added to the run, with the real-image floor of the last."""
+    if not runs:
+        return ('<p class="note">No scores from evaluate.py yet (python evaluate.py RUN adds them '
+                'here).</p>')
+    keys = sorted({k for e in runs for k, v in e.items() if isinstance(v, float)})
+    floor = runs[-1].get("real_floor", {})
+    rows = [[f"evaluate.py, epoch {e.get('epoch', '?')}", e.get("num", "?"),
+             *(_fmt(e.get(k, "")) for k in keys)] for e in runs]
+    rows.append(["real images (floor)", runs[-1].get("num", "?"), *(_fmt(floor.get(k, "")) for k in keys)])
+    return _table(rows, header=["scores", "samples", *(score_label(k) for k in keys)])
+
+
+def _settings(cfg):
+    """The preset and the settings typed on the command line; all of them folded away."""
+    typed = [(k, _fmt(cfg[k])) for k in cfg.get("typed", []) if k in cfg]
+    shown = _table([("preset", cfg.get("preset", "-")), *typed], header=["setting", "value"])
+    note = "" if "typed" in cfg else '<p class="note">(this run did not record its typed flags)</p>'
+    return (shown + note + "<details><summary>All settings (config.json)</summary>"
+            + _config_table(cfg) + "</details>")
 
 
 # ---------------------------------------------------------------- comparing runs

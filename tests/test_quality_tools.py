@@ -43,6 +43,10 @@ def test_evaluate_cli_prints_samples_and_floor(mnist_with_classifier, tmp_path, 
     assert len(scores["samples"]["class_shares"]) == 10
     # real training images sit closer to the test set than an untrained-ish generator
     assert scores["real_floor"]["fid"] < scores["samples"]["fid"]
+    # the scores are kept with the run: its report shows them, beside the floor
+    page = (out / "report.html").read_text()
+    assert "evaluate.py, epoch 2" in page and "real images (floor)" in page
+    assert f"{scores['samples']['fid']:.4g}" in page
 
 
 def test_evaluate_cli_missing_run_is_one_line(tmp_path, capsys):

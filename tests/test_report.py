@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
 import helper_plot  # noqa: E402
 import helper_report  # noqa: E402
 
-SECTIONS = ["What was run", "Losses", "Sample quality", "Progress", "Samples", "Health events"]
+SECTIONS = ["Samples", "Losses", "Sample quality", "Progress", "Health", "Settings"]   # in this order
 
 
 # ---------------------------------------------------------------- tiny run folders
@@ -165,11 +165,32 @@ def test_progress_gif_scales_big_grids_down_and_needs_grids(tmp_path):
 
 def test_report_has_every_section_and_the_run_facts(run):
     page = (run / "report.html").read_text()
-    for title in SECTIONS:
-        assert f"<h2>{title}</h2>" in page
+    where = [page.index(f"<h2>{title}</h2>") for title in SECTIONS]
+    assert where == sorted(where)
+    assert page.index("real_vs_fake.png") < page.index("loss.png") < page.index("<h2>Settings</h2>")
     for fact in ("testhost", "3 / 3", "finished", "3.5", "classifier FID (lower is better)", "50.5", "2.25", "lr_gen"):
         assert fact in page, fact
     assert "warning at step 8, epoch 2" in page
+
+
+def test_report_shows_typed_settings_evaluate_scores_and_recoveries_apart(tmp_path):
+    events = [{"event": "start", "step": 0, "epoch": 0, "host": "h", "device": "cpu"},
+              {"event": "epoch", "epoch": 1, "step": 4, "seconds": 2.0},
+              {"event": "warning", "epoch": 1, "step": 4, "message": "mode collapse: spread 0.1"},
+              {"event": "warning", "epoch": 1, "step": 4, "message": "sample diversity recovered after epoch 1"},
+              {"event": "evaluate", "epoch": 1, "num": 64, "fid": 12.5, "inception_fid": 80.25,
+               "real_floor": {"fid": 1.5, "inception_fid": 6.75}}]
+    run = make_run(tmp_path / "run", epochs=1, events=events,
+                   config={"typed": ["lr_gen"], "threads": 0, "threads_used": 2})
+    page = (helper_report.write_report(run) or run / "report.html").read_text()
+    settings = page[page.index("<h2>Settings</h2>"):]
+    shown, folded = settings.split("<details>")
+    assert "lr_gen" in shown and "batch_size" not in shown and "batch_size" in folded
+    assert "Inception FID (lower is better)" in page and "80.25" in page and "6.75" in page
+    health = page[page.index("<h2>Health</h2>"):page.index("<h2>Settings</h2>")]
+    problems, recoveries = health.split("<h3>Recoveries</h3>")
+    assert "mode collapse" in problems and "recovered" not in problems and "recovered" in recoveries
+    assert "<td>CPU threads</td><td>2</td>" in page
 
 
 def test_report_escapes_text_and_holds_no_script(run):
