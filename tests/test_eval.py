@@ -1,5 +1,5 @@
 """Tests of helper_eval: metric properties on small synthetic data, and the
-classifier cache with a few batches of real MNIST (skipped when it is absent)."""
+classifier cache with a few batches of a fake MNIST."""
 import functools
 import sys
 from pathlib import Path
@@ -12,9 +12,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import helper_eval as ev  # noqa: E402
 import helper_features as hf  # noqa: E402
+from conftest import make_mnist  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data from the project root
-HAVE_MNIST = (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
 
 
 def gaussian_with_exact_moments(n, mean, var, seed):
@@ -183,12 +182,14 @@ def test_training_deterministic_given_seed(monkeypatch):
     assert not m1.training
 
 
-@pytest.mark.skipif(not HAVE_MNIST, reason=f"no MNIST in {DATA}")
 def test_classifier_cache_round_trip(tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "train_mnist_classifier",
                         functools.partial(ev.train_mnist_classifier, max_batches=3))
     logs = []
-    model = ev.load_mnist_classifier(DATA, cache_dir=tmp_path, log=logs.append)
+    data = tmp_path / "data"
+    make_mnist(data)
+    tmp_path = tmp_path / "cache"
+    model = ev.load_mnist_classifier(data, cache_dir=tmp_path, log=logs.append)
     path = tmp_path / f"mnist_classifier_v{ev.CLASSIFIER_VERSION}.pt"
     assert path.is_file() and list(tmp_path.iterdir()) == [path]  # no temporary file left behind
     ckpt = torch.load(path, weights_only=True)
@@ -198,7 +199,7 @@ def test_classifier_cache_round_trip(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("the cached classifier should have been loaded")
     monkeypatch.setattr(ev, "train_mnist_classifier", no_training)
-    again = ev.load_mnist_classifier(DATA, cache_dir=tmp_path, log=logs.append)
+    again = ev.load_mnist_classifier(data, cache_dir=tmp_path, log=logs.append)
     assert not again.training
     sd, sd2 = model.state_dict(), again.state_dict()
     assert sd.keys() == sd2.keys() and all(torch.equal(sd[k], sd2[k]) for k in sd)
