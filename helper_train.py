@@ -33,6 +33,7 @@ import torch
 
 import helper_losses as losses
 import helper_plot
+import helper_schedule as schedule
 from helper_augment import diff_augment
 from helper_checkpoint import CKPT_FORMAT, networks, save_checkpoint
 from helper_files import Progress, append_event, atomic_write, metric_rows, read_events
@@ -51,6 +52,9 @@ def gan_step(s, real, cfg, autocast):
     n, device, kind = real.shape[0], real.device, cfg["loss"]
     augment = lambda x: diff_augment(x, cfg["diffaug"])   # noqa: E731  (x itself without --diffaug)
 
+    hyper = schedule.at_step(cfg, s.step)   # lr, beta2, R1/R2 gamma: cfg's, or on --cosine's curve
+    schedule.set_optimizers(s.opt_g, s.opt_d, cfg, hyper)
+
     z = torch.randn(n, cfg["latent_dim"], device=device)
     with autocast:
         fake = s.gen_step(z)                                       # N x C x H x W
@@ -61,7 +65,7 @@ def gan_step(s, real, cfg, autocast):
         logits_real = s.disc_step(augment(real)).float()           # N
         logits_fake = s.disc_step(augment(fake.detach())).float()  # N
         d_loss = losses.d_loss(kind, logits_real, logits_fake, 1.0 - cfg["label_smoothing"])
-    s.scaler.scale(d_loss + penalties(s, real, fake, cfg)).backward()
+    s.scaler.scale(d_loss + penalties(s, real, fake, cfg, hyper)).backward()
     s.scaler.step(s.opt_d)
     if kind == "wgan":   # keep the critic Lipschitz by clipping its weights
         losses.clip_weights_(s.disc, cfg["clip"])
@@ -73,29 +77,35 @@ def gan_step(s, real, cfg, autocast):
             with autocast:
                 fake = s.gen_step(torch.randn(n, cfg["latent_dim"], device=device))
         with autocast, s.frozen_disc():    # gradients flow through D to G, not into D's weights
-            g_loss = losses.g_loss(kind, s.disc_step(augment(fake)).float())
+            logits_g = s.disc_step(augment(fake)).float()
+            with torch.no_grad():          # rpgan: the paired real scores, constants for G
+                paired = s.disc_step(augment(real)).float() if kind == "rpgan" else None
+            g_loss = losses.g_loss(kind, logits_g, paired)
         s.scaler.scale(g_loss).backward()
         s.scaler.step(s.opt_g)
         if s.ema is not None:   # warm-up: early on, follow the generator closely
             ema_update(s.ema, s.gen, min(cfg["ema_decay"], (1 + s.step) / (10 + s.step)))
     else:   # no G step on this batch: log the loss G has on it, from the D step's scores
-        g_loss = losses.g_loss(kind, logits_fake)
+        g_loss = losses.g_loss(kind, logits_fake, logits_real)
     s.scaler.update()                  # one scaler, updated once after both optimizers stepped
     s.step += 1
     acc_real, acc_fake = losses.d_accuracy(kind, logits_real, logits_fake)
     return torch.stack([g_loss.detach(), d_loss.detach(), acc_real, acc_fake])
 
 
-def penalties(s, real, fake, cfg):
+def penalties(s, real, fake, cfg, hyper):
     """The D step's regularisers, 0 without them: the WGAN-GP gradient penalty,
-    and R1 on real images, applied lazily every R1_EVERY steps with its weight
-    scaled up to match (as StyleGAN2 does). Both on the plain D (not the DDP or
-    compiled wrapper), in float32."""
+    and R1 on real / R2 on fake images (gamma from `hyper`, this step's values),
+    applied lazily every R1_EVERY steps with their weight scaled up to match (as
+    StyleGAN2 does). All on the plain D (not the DDP or compiled wrapper: no
+    compiled double backward), in float32; R2's fakes are detached (D only)."""
     total = 0.0
     if cfg["loss"] == "wgan-gp":
         total = losses.gradient_penalty(s.disc, real, fake, cfg["gp_weight"])
     if cfg["r1"] and s.step % R1_EVERY == 0:
-        total = total + losses.r1_penalty(s.disc, real, cfg["r1"] * R1_EVERY)
+        total = total + losses.r1_penalty(s.disc, real, hyper["r1"] * R1_EVERY)
+    if cfg["r2"] and s.step % R1_EVERY == 0:
+        total = total + losses.r2_penalty(s.disc, fake, hyper["r2"] * R1_EVERY)
     return total
 
 
