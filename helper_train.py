@@ -120,9 +120,9 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
     Rank 0 appends every batch's losses to metrics.csv and events to
     events.jsonl, and after every epoch writes grids/epoch_NNN.png (the fixed
     noise through G) and checkpoint.pt, and redraws the plots. Returns how the
-    run ended: "finished"; "time_budget" (the next epoch would overrun
-    --time-budget); "interrupted" (Ctrl-C or SIGTERM: the current batch was
-    finished and a checkpoint saved there); "diverged" (a loss became NaN or
+    run ended: "finished"; "time_budget" (--time-budget ran out) and
+    "interrupted" (Ctrl-C or SIGTERM): the current batch was finished and a
+    checkpoint saved there, mid-epoch if need be; "diverged" (a loss became NaN or
     infinite: the last epoch's checkpoint is kept). A second Ctrl-C raises
     KeyboardInterrupt at once, also keeping the last epoch's checkpoint."""
     main, device, run_dir = rank == 0, state.device, Path(run_dir)
@@ -132,7 +132,7 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
         log.event(event="start", step=state.step, epoch=state.epoch, resumed=state.step > 0,
                   host=platform.node(), device=str(device), torch=torch.__version__)
     per_epoch = batches_per_epoch(loader, cfg)
-    budget, start, last_epoch_s = cfg["time_budget"] * 60, time.time(), 0.0
+    budget, start = cfg["time_budget"] * 60, time.time()
     progress = Progress((cfg["epochs"] - state.epoch) * per_epoch - state.batch, every_s=10,
                         deadline=start + budget if budget else None)
     first_step, pending = state.step, []   # pending: per-batch values not yet on the host
@@ -188,14 +188,17 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
                 break
             pending.append(gan_step(state, prepare_batch(real, cfg), cfg, autocast))
             state.batch += 1
+            if budget and time.time() - start > budget:   # --time-budget: stop as Ctrl-C does
+                stop.request("time_budget")
             # Under torchrun every rank must reach the same flushes: stop only at full ones.
             # The run's first batch is flushed at once, so a slow run shows life early.
             if (len(pending) == cfg["log_every"] or state.step == first_step + 1
-                    or (world == 1 and stop.requested)):
+                    or (world == 1 and stop.reason)):
                 if flush():
                     return "diverged"
-                if any_rank(stop.requested, world, device):
-                    return "interrupted"
+                reason = any_rank_reason(stop.reason, world, device)
+                if reason:
+                    return reason
         return flush()
 
     def ended(status):
@@ -206,16 +209,13 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
     try:
         with StopSignals() as stop:
             while state.epoch < cfg["epochs"]:
-                if any_rank(budget and time.time() - start + last_epoch_s > budget, world, device):
-                    return ended("time_budget")
                 epoch_start = time.time()
                 status = run_epoch(stop)
                 if status:
                     return ended(status)
                 state.epoch, state.batch = state.epoch + 1, 0   # on every rank
-                last_epoch_s = time.time() - epoch_start
                 if main:
-                    end_epoch(last_epoch_s)
+                    end_epoch(time.time() - epoch_start)
             return ended("finished")
     finally:
         if main:
@@ -236,13 +236,12 @@ def means(values):
 
 def end_run(status, state, cfg, run_dir, log):
     """What rank 0 does when the loop ends without an exception."""
-    if status == "interrupted":
+    if status in ("interrupted", "time_budget"):
+        if status == "time_budget":
+            print(f"time budget of {cfg['time_budget']:g} min reached", flush=True)
         print(f"saving checkpoint at epoch {state.epoch + 1} batch {state.batch}", flush=True)
         save_checkpoint(state.state_dict(cfg), run_dir / "checkpoint.pt")
-        log.event(event="interrupted", epoch=state.epoch + 1, batch=state.batch, step=state.step)
-    elif status == "time_budget":
-        print(f"time budget of {cfg['time_budget']:g} min reached after epoch {state.epoch}", flush=True)
-        log.event(event="time_budget", epoch=state.epoch, step=state.step)
+        log.event(event=status, epoch=state.epoch + 1, batch=state.batch, step=state.step)
 
 
 def log_rows(values, state, log, health, cfg):
@@ -284,19 +283,26 @@ def next_try(state, cfg):
 class StopSignals:
     """First Ctrl-C (SIGINT) or SIGTERM (what `timeout`, docker stop and batch
     schedulers send): finish the batch, save, stop (exit code 130 for both, the
-    code of an interrupted run). Second: quit at once."""
+    code of an interrupted run). Second: quit at once. The loop asks for the
+    same stop when --time-budget runs out (request("time_budget")). `reason`:
+    None, "time_budget" or "interrupted" (a signal wins over the budget)."""
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    REASONS = (None, "time_budget", "interrupted")   # in rising precedence
 
     def __enter__(self):
-        self.requested, self.previous = False, {}
+        self.reason, self.previous = None, {}
         if threading.current_thread() is threading.main_thread():   # handlers live there only
             self.previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         return self
 
+    def request(self, reason):
+        if self.REASONS.index(reason) > self.REASONS.index(self.reason):
+            self.reason = reason
+
     def _handler(self, signum, frame):
-        if self.requested:
+        if self.reason == "interrupted":
             raise KeyboardInterrupt
-        self.requested = True
+        self.request("interrupted")
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         print(f"\n{name}: stopping after this batch and saving (Ctrl-C again quits at once)",
               file=sys.stderr, flush=True)
@@ -307,13 +313,14 @@ class StopSignals:
         return False
 
 
-def any_rank(flag, world, device):
-    """The same decision on every torchrun rank (clocks differ slightly between them)."""
+def any_rank_reason(reason, world, device):
+    """The same stop reason on every torchrun rank (clocks differ slightly
+    between them): the strongest any rank has (StopSignals.REASONS)."""
     if world == 1:
-        return bool(flag)
-    t = torch.tensor([float(bool(flag))], device=device)
+        return reason
+    t = torch.tensor([float(StopSignals.REASONS.index(reason))], device=device)
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item())
+    return StopSignals.REASONS[int(t.item())]
 
 
 def prepare_batch(real, cfg):
