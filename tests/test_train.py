@@ -507,11 +507,11 @@ def test_a_checkpoint_of_the_earlier_format_still_resumes(mnist_run, tmp_path):
     out = tmp_path / "old"
     shutil.copytree(mnist_run, out)
     ckpt = load_ckpt(out)
-    for key in ("dataset", "loss", "n_critic", "beta2", "clip", "gp_weight", "spectral_norm", "r1",
-                "diffaug", "tensorboard", "threads", "g_batchnorm"):
+    for key in ("dataset", "loss", "n_critic", "beta2", "clip", "gp_weight", "spectral_norm", "r1", "r2",
+                "cosine", "diffaug", "tensorboard", "threads", "g_batchnorm"):
         ckpt["config"].pop(key, None)
     torch.save(ckpt, out / "checkpoint.pt")
     assert run_main(train_mnist_gan.main, ["--resume", "--out", out, "--epochs", 3])[0] == 0
     cfg = load_ckpt(out)["config"]
     assert load_ckpt(out)["epoch"] == 3 and (cfg["dataset"], cfg["loss"], cfg["r1"]) == ("mnist", "bce", 0.0)
-    assert cfg["g_batchnorm"] is False
+    assert cfg["g_batchnorm"] is False and (cfg["r2"], cfg["cosine"]) == (0.0, 0)
