@@ -153,16 +153,23 @@ def test_cosine_schedule_runs_from_the_config_to_the_end_values_and_holds():
     assert helper_schedule.at_step(off, 50) == {k: cfg[k] for k in helper_schedule.SCHEDULED}
 
 
-def test_resume_with_rpgan_r1_r2_and_cosine_is_exact(mnist_root, tmp_path):
-    """24 steps of 12 batches: the lazy penalties run at steps 0 and 16 (after the
-    resume at 12), and the cosine over 20 steps is both moving and held after it."""
-    extra = ["--loss", "rpgan", "--r1", 1.0, "--r2", 0.5, "--cosine", 20, "--max-batches", 12,
-             "--log-every", 1]
+def resumed_and_uninterrupted(mnist_root, tmp_path, extra):
+    """Two MNIST runs with flags `extra`: one of 1 epoch resumed to 2, one of 2 epochs.
+    Asserts their per-batch metrics are equal; returns their folders (resumed, other)."""
     ref, out = tmp_path / "ref", tmp_path / "run"
     assert run_main(train_mnist_gan.main, mnist_argv(mnist_root, ref, *extra, epochs=2))[0] == 0
     assert run_main(train_mnist_gan.main, mnist_argv(mnist_root, out, *extra, epochs=1))[0] == 0
     assert run_main(train_mnist_gan.main, ["--resume", "--out", out, "--epochs", 2])[0] == 0
     assert torch.equal(metric_values(out), metric_values(ref))
+    return out, ref
+
+
+def test_resume_with_rpgan_r1_r2_and_cosine_is_exact(mnist_root, tmp_path):
+    """24 steps of 12 batches: the lazy penalties run at steps 0 and 16 (after the
+    resume at 12), and the cosine over 20 steps is both moving and held after it."""
+    extra = ["--loss", "rpgan", "--r1", 1.0, "--r2", 0.5, "--cosine", 20, "--max-batches", 12,
+             "--log-every", 1]
+    out, ref = resumed_and_uninterrupted(mnist_root, tmp_path, extra)
     a, b = load_ckpt(out), load_ckpt(ref)
     for net in ("gen", "disc"):
         assert all(torch.equal(a[net][k], b[net][k]) for k in a[net]), net
@@ -184,11 +191,7 @@ def test_typed_loss_brings_its_defaults_and_typed_flags_win(tmp_path):
 def test_resume_with_critic_steps_r1_and_diffaug_is_exact(mnist_root, tmp_path):
     extra = ["--loss", "hinge", "--n-critic", 2, "--r1", 1.0, "--diffaug", "color,translation,cutout",
              "--spectral-norm", "--log-every", 1]
-    ref, out = tmp_path / "ref", tmp_path / "run"
-    assert run_main(train_mnist_gan.main, mnist_argv(mnist_root, ref, *extra, epochs=2))[0] == 0
-    assert run_main(train_mnist_gan.main, mnist_argv(mnist_root, out, *extra, epochs=1))[0] == 0
-    assert run_main(train_mnist_gan.main, ["--resume", "--out", out, "--epochs", 2])[0] == 0
-    assert torch.equal(metric_values(out), metric_values(ref))
+    out, ref = resumed_and_uninterrupted(mnist_root, tmp_path, extra)
     a, b = load_ckpt(out)["disc"], load_ckpt(ref)["disc"]
     assert any("parametrizations" in k for k in a)            # spectral norm is in the weights
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -198,11 +201,7 @@ def test_resume_with_a_batchnorm_generator_and_ema_is_exact(mnist_root, tmp_path
     """BatchNorm's running statistics are buffers: the checkpoint and the EMA
     copy must carry them for the resumed run to match the uninterrupted one."""
     extra = ["--g-batchnorm", "--dropout", 0, "--ema-decay", 0.9, "--log-every", 1]
-    ref, out = tmp_path / "ref", tmp_path / "run"
-    assert run_main(train_mnist_gan.main, mnist_argv(mnist_root, ref, *extra, epochs=2))[0] == 0
-    assert run_main(train_mnist_gan.main, mnist_argv(mnist_root, out, *extra, epochs=1))[0] == 0
-    assert run_main(train_mnist_gan.main, ["--resume", "--out", out, "--epochs", 2])[0] == 0
-    assert torch.equal(metric_values(out), metric_values(ref))
+    out, ref = resumed_and_uninterrupted(mnist_root, tmp_path, extra)
     a, b = load_ckpt(out), load_ckpt(ref)
     assert any("running_mean" in k for k in a["ema"])
     for net in ("gen", "ema"):
