@@ -5,6 +5,8 @@ the results offline (evaluate.py's metrics) and write a table.
     python ablate.py --data-dir ./data --epochs 100 --variants lecture
     python ablate.py --dataset celeba --data-dir ./data --minutes 10 --variants lecture best
     python ablate.py --dataset stacked-mnist --data-dir ./data --minutes 10 --variants best best_hinge_sn
+    python ablate.py --dataset stacked-mnist --data-dir ./data --minutes 10 \
+        --variants best_bce_r1 best_hinge_sn best_rpgan_r1_r2 best_rpgan_r1_r2_g2    # issue 19
     python ablate.py --dataset celeba --data-dir ./data --minutes 10 --inception 2000   # + standard scores
 
 Every run is an ordinary training run (`OUT/VARIANT/seedN/`), one after the
@@ -49,6 +51,13 @@ VARIANTS = {
         "best_wgan_gp": ["--preset", "best", "--r1", "0", "--label-smoothing", "0",
                          "--loss", "wgan-gp"],   # its gradient penalty takes R1's place
         "best_diffaug": ["--preset", "best", "--diffaug", "translation,cutout"],
+        # R3GAN's recipe: the relativistic pairing loss with R1 and R2 (the best preset's
+        # gamma 0.1, and ten times that), against the best preset, which is bce + R1 0.1
+        "best_bce_r1": ["--preset", "best"],
+        "best_rpgan_r1_r2": ["--preset", "best", "--label-smoothing", "0", "--loss", "rpgan",
+                             "--r2", "0.1"],
+        "best_rpgan_r1_r2_g1": ["--preset", "best", "--label-smoothing", "0", "--loss", "rpgan",
+                                "--r1", "1", "--r2", "1"],
         # the learning rate, batch and generator BatchNorm of the best preset
         "best_lr2e4_no_bn": ["--preset", "best", "--lr-gen", "2e-4", "--lr-disc", "2e-4",
                              "--no-g-batchnorm"],   # no BN, the lecture's Adam 2e-4
@@ -67,6 +76,11 @@ VARIANTS = {
         "best_wgan_gp": ["--preset", "best", "--loss", "wgan-gp", "--n-critic", "2"],
         "best_diffaug": ["--preset", "best", "--diffaug", "color,translation,cutout"],
         "best_r1": ["--preset", "best", "--r1", "0.2"],
+        # R3GAN's recipe against bce + R1 and hinge + SN: rpgan with R1 and R2, gamma 0.2
+        # (best_r1's) and ten times that
+        "best_bce_r1": ["--preset", "best", "--r1", "0.2"],
+        "best_rpgan_r1_r2": ["--preset", "best", "--loss", "rpgan", "--r1", "0.2", "--r2", "0.2"],
+        "best_rpgan_r1_r2_g2": ["--preset", "best", "--loss", "rpgan", "--r1", "2", "--r2", "2"],
         # the best preset at the lecture's widths and batch: 4x the work per image
         "best_w64_b128": ["--preset", "best", "--g-features", "64", "--d-features", "64",
                           "--batch-size", "128"],

@@ -69,7 +69,8 @@ RULES = [   # (settings, test, what the value must be)
      lambda v: _is_number(v) and 0 <= v < 1, "in [0, 1)"),
     (("n_critic",), lambda v: _is_int(v) and v >= 1, "a positive integer"),
     (("clip",), lambda v: _is_number(v) and v > 0, "a finite number > 0"),
-    (("gp_weight", "r1"), lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+    (("gp_weight", "r1", "r2"), lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
+    (("cosine",), lambda v: _is_int(v) and v >= 0, "a number of steps >= 0 (0: off)"),
     (("loss",), LOSSES.__contains__, " or ".join(LOSSES)),
     (("diffaug",), _is_policy, "a comma list of " + ", ".join(POLICIES) + ", or empty"),
     (("crop",), lambda v: v is None or v in CROPS, " or ".join(CROPS)),
@@ -296,7 +297,7 @@ def upgrade_config(cfg):
     dataset = "mnist" if cfg.get("model") == "fc" else "celeba"
     return {"dataset": dataset, "slope": 0.01, "gen_activation": "leaky", "init": "default", "threads": 0,
             "loss": "bce", "n_critic": 1, "beta2": 0.999, "spectral_norm": False, "r1": 0.0,
-            "diffaug": "", "clip": 0.01, "gp_weight": 10.0, "eval_inception": 0,
+            "r2": 0.0, "cosine": 0, "diffaug": "", "clip": 0.01, "gp_weight": 10.0, "eval_inception": 0,
             **({"g_batchnorm": False} if cfg.get("model") == "fc" else {}), **cfg}
 
 

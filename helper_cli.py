@@ -40,7 +40,7 @@ COMMON_DEFAULTS = dict(seed=1, device="auto", num_workers=2, input_path="tensor"
                        eval_every=0, eval_inception=0, time_budget=0.0, amp="auto", compile=False,
                        cudnn_benchmark=True, health=True, tensorboard=False, threads=0,
                        loss="bce", beta2=0.999, n_critic=1, clip=0.01, gp_weight=10.0,
-                       spectral_norm=False, r1=0.0, diffaug="")
+                       spectral_norm=False, r1=0.0, r2=0.0, cosine=0, diffaug="")
 # Flags that may change when a run is resumed; everything else comes from the run's config.
 # The learning rates and --amp too: the way to continue after a divergence.
 RESUMABLE = {"epochs", "device", "num_workers", "max_batches", "data_dir", "cache_dir",
@@ -100,7 +100,8 @@ def add_common_args(parser, defaults):
       help="with --eval-every: also Inception FID, KID, precision and recall on N samples "
            "(about 0.12 s per image on a 2-core CPU; needs: " + INSTALL + "), 0: off")
     a("--time-budget", type=float,
-      help="minutes of training at most, 0: no limit; no epoch starts that would overrun")
+      help="minutes of training at most, 0: no limit; stops mid-epoch if need be, with a "
+           "checkpoint that --resume continues exactly")
     # Variants (all off in the lecture preset).
     a("--fresh-noise", action=argparse.BooleanOptionalAction,
       help="draw a new noise batch for the G step instead of reusing the D step's")
@@ -111,7 +112,7 @@ def add_common_args(parser, defaults):
     a("--slope", type=float, help="LeakyReLU negative slope of both networks")
     # Beyond the lecture's loss (README: "Losses and regularisers").
     a("--loss", choices=LOSSES, help="bce: the lecture's; wgan: weight clipping; wgan-gp: gradient "
-                                     "penalty; hinge. Choosing one also sets its usual Adam betas, "
+                                     "penalty; hinge; rpgan: R3GAN's relativistic pairs. Choosing one also sets its usual Adam betas, "
                                      "learning rates and --n-critic unless given")
     a("--n-critic", type=int, help="D steps per G step, each on its own batch")
     a("--beta2", type=float, help="Adam beta2 for both optimizers")
@@ -120,6 +121,10 @@ def add_common_args(parser, defaults):
     a("--spectral-norm", action=argparse.BooleanOptionalAction,
       help="spectral normalisation of D's conv and linear layers")
     a("--r1", type=float, help="R1 penalty weight gamma on real images (every 16 steps), 0: off")
+    a("--r2", type=float, help="R2 penalty weight gamma on fake images (every 16 steps), 0: off")
+    a("--cosine", type=int, metavar="STEPS",
+      help="decay the learning rates (to 1/4), R1/R2 gamma (to 1/10) and raise beta2 (to 0.999) "
+           "on a cosine over STEPS steps, then hold them; 0: off")
     a("--diffaug", help="DiffAugment of every image D sees: a comma list of color, translation, "
                         "cutout; empty: off")
     # Speed options (no effect on what is computed, except --amp).
@@ -307,9 +312,9 @@ def prepare_run(cfg, given, rank, world, device):
     """Refuse to overwrite a run silently; on --resume merge the run's saved
     config with the flags that may change. Writes nothing. Returns (final
     config, checkpoint or None)."""
-    if world > 1 and (cfg["loss"] == "wgan-gp" or cfg["r1"]):
-        raise RunError("--loss wgan-gp and --r1 need a double backward, which DistributedDataParallel "
-                       "does not support: train them in one process")
+    if world > 1 and (cfg["loss"] == "wgan-gp" or cfg["r1"] or cfg["r2"]):
+        raise RunError("--loss wgan-gp, --r1 and --r2 need a double backward, which "
+                       "DistributedDataParallel does not support: train them in one process")
     out = Path(cfg["out"])
     ckpt = None
     if cfg["resume"]:
@@ -377,7 +382,7 @@ def print_header(cfg, batches, device, world):
     """What is trained, where, and on what: a few readable lines (config.json has the rest)."""
     amp = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype(cfg, device)]
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
-    extras = [f"{k} {cfg[k]}" for k in ("loss", "n_critic", "diffaug", "r1") if cfg[k] != COMMON_DEFAULTS[k]]
+    extras = [f"{k} {cfg[k]}" for k in ("loss", "n_critic", "diffaug", "r1", "r2", "cosine") if cfg[k] != COMMON_DEFAULTS[k]]
     print(f"{MODEL_NAMES[cfg['model']]} on {cfg['dataset']} (preset {cfg['preset']}{', ' if extras else ''}"
           f"{', '.join(extras)}): {cfg['epochs']} epochs of {batches} batches of {cfg['batch_size']}"
           + (" (resumed)" if cfg["resume"] else ""))

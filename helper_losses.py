@@ -17,9 +17,15 @@ Losses (d_loss is minimised by D, g_loss by G):
   BatchNorm (it mixes samples, while the penalty is per sample).
 - hinge (Lim & Ye 2017, SN-GAN, BigGAN): L_D = mean relu(1 - D(x)) + mean relu(1 + D(G(z))),
   L_G = -mean D(G(z)). Usually paired with spectral_norm_ on D.
+- rpgan (relativistic pairing, Jolicoeur-Martineau 2019; R3GAN, Huang et al. 2024):
+      L_D = mean softplus(-(D(x_i) - D(G(z_i)))),  L_G = mean softplus(-(D(G(z_i)) - D(x_i)))
+  on paired real and fake batches: D only ranks each fake below its real partner, so
+  the G step needs real scores too (from the current D, as constants for G). R3GAN
+  trains it with R1 and R2 (with R1 alone it diverges).
 
 Regularisers usable with any loss: gradient_penalty, r1_penalty (Mescheder et
-al. 2018: gamma/2 * mean ||grad_x D(x)||^2 on real images), clip_weights_,
+al. 2018: gamma/2 * mean ||grad_x D(x)||^2 on real images), r2_penalty (the same
+on fake images, Roth et al. 2017, R3GAN), clip_weights_,
 spectral_norm_. LOSS_DEFAULTS holds the optimiser settings each loss is
 usually trained with.
 """
@@ -27,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("bce", "wgan", "wgan-gp", "hinge")
+LOSSES = ("bce", "wgan", "wgan-gp", "hinge", "rpgan")
 
 # What the CLI applies for --loss KIND unless the user sets the option. Adam
 # betas are (beta1, beta2); n_critic = D steps per G step.
@@ -44,6 +50,10 @@ LOSS_DEFAULTS = {
                 "gp_weight": 10.0},
     # SN-GAN / SAGAN style: betas (0, 0.9), one D step per G step.
     "hinge": {"beta1": 0.0, "beta2": 0.9, "lr_gen": 2e-4, "lr_disc": 2e-4, "n_critic": 1},
+    # R3GAN: Adam betas (0, 0.99), one D step per G step. Its starting rate 2e-4 is also
+    # the lecture's, the rate both of our networks are known to train at (R3GAN's own
+    # networks are larger ResNets; its schedules decay from there, see helper_schedule).
+    "rpgan": {"beta1": 0.0, "beta2": 0.99, "lr_gen": 2e-4, "lr_disc": 2e-4, "n_critic": 1},
 }
 
 
@@ -57,6 +67,16 @@ def _check_scores(name, scores):
     if scores.dim() != 1:
         raise ValueError(f"{name} must hold one score per image (shape N), got shape "
                          f"{tuple(scores.shape)}: flatten the discriminator's output")
+
+
+def _check_pairs(logits_real, logits_fake):
+    """rpgan compares each fake with its real partner: as many of both."""
+    if logits_real is None:
+        raise ValueError("rpgan's generator loss needs the paired real scores: pass logits_real")
+    _check_scores("logits_real", logits_real)
+    if logits_real.shape != logits_fake.shape:
+        raise ValueError(f"rpgan pairs real and fake scores: got {logits_real.shape[0]} real "
+                         f"and {logits_fake.shape[0]} fake")
 
 
 # ---------------------------------------------------------------- losses
@@ -79,16 +99,24 @@ def d_loss(kind, logits_real, logits_fake, real_target=1.0):
                       + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
     if kind == "hinge":
         return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+    if kind == "rpgan":   # each real scored above its fake partner
+        _check_pairs(real, fake)
+        return F.softplus(-(real - fake)).mean()
     return fake.mean() - real.mean()       # wgan, wgan-gp: minus the critic's W1 estimate
 
 
-def g_loss(kind, logits_fake):
-    """Generator loss, a scalar, from D(fake) (N scores, not detached)."""
+def g_loss(kind, logits_fake, logits_real=None):
+    """Generator loss, a scalar, from D(fake) (N scores, not detached). rpgan also
+    needs logits_real, D's scores of the paired real batch: constants for G (their
+    gradient is dropped here, so they cannot move D through G's loss)."""
     check_loss(kind)
     _check_scores("logits_fake", logits_fake)
     fake = logits_fake.float()
     if kind == "bce":   # non-saturating: fakes labelled real ("flipped labels")
         return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+    if kind == "rpgan":   # each fake scored above its real partner
+        _check_pairs(logits_real, fake)
+        return F.softplus(-(fake - logits_real.detach().float())).mean()
     return -fake.mean()                                # wgan, wgan-gp, hinge
 
 
@@ -97,7 +125,8 @@ def d_accuracy(kind, logits_real, logits_fake):
     """(accuracy on real, accuracy on fake), two scalar tensors in [0, 1]; 0.5
     reads "D can't tell", 1 "D separates them". bce and hinge: the sign of the
     score (real > 0, fake < 0), as the lecture logs it. A WGAN critic has no
-    threshold (its scores drift freely), so we threshold at the median of this
+    threshold (its scores drift freely), nor does rpgan's D (it scores pairs'
+    differences only), so we threshold at the median of this
     batch's real and fake scores together: real above it, fake below it count,
     a score equal to it counts half, so identical scores give 0.5 and 0.5. With
     as many fakes as reals the two numbers are then equal by construction."""
@@ -156,11 +185,24 @@ def r1_penalty(disc, real, gamma):
     """R1, a float32 scalar: gamma / 2 * mean ||grad_x D(x)||^2 over the real
     images x (N x ...). Penalises D's slope on the data, so D cannot sharpen
     around real images forever. Plain module only, as for gradient_penalty."""
+    return _zero_centred(disc, real, gamma, "R1")
+
+
+def r2_penalty(disc, fake, gamma):
+    """R2, R1's counterpart on G's fakes: gamma / 2 * mean ||grad_x D(x)||^2 over
+    x = fake, detached, so the penalty trains D only, never G. R3GAN pairs it
+    with R1 to keep D smooth on both distributions. Plain module only."""
+    return _zero_centred(disc, fake, gamma, "R2")
+
+
+def _zero_centred(disc, images, gamma, name):
+    """gamma / 2 * ||grad_x D(x)||^2, summed over each image's C, H, W (or D)
+    values and averaged over the N images."""
     if gamma < 0:
-        raise ValueError(f"R1 gamma must be >= 0, got {gamma}")
-    x = real.detach().float().requires_grad_(True)
+        raise ValueError(f"{name} gamma must be >= 0, got {gamma}")
+    x = images.detach().float().requires_grad_(True)
     grad = _input_grad(disc, x)
-    return gamma / 2 * grad.reshape(real.shape[0], -1).pow(2).sum(dim=1).mean()
+    return gamma / 2 * grad.reshape(images.shape[0], -1).pow(2).sum(dim=1).mean()
 
 
 # ---------------------------------------------------------------- Lipschitz constraints

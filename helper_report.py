@@ -189,7 +189,9 @@ def _summary(cfg, events):
              else "not finished (running, or killed)",
              "interrupted": f"interrupted at epoch {end.get('epoch')}, batch {end.get('batch')}",
              "diverged": f"diverged at step {end.get('step')}: {end.get('message', '')}",
-             "time_budget": f"stopped by the time budget after epoch {end.get('epoch')}",
+             "time_budget": (f"stopped by the time budget at epoch {end.get('epoch')}, batch {end['batch']}"
+                             if "batch" in end else   # runs before it stopped mid-epoch
+                             f"stopped by the time budget after epoch {end.get('epoch')}"),
              }[end.get("event")]
     return [("model", cfg.get("model", "?")),
             ("epochs done / planned", f"{done} / {cfg.get('epochs', '?')}"),

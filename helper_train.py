@@ -33,6 +33,7 @@ import torch
 
 import helper_losses as losses
 import helper_plot
+import helper_schedule as schedule
 from helper_augment import diff_augment
 from helper_checkpoint import CKPT_FORMAT, networks, save_checkpoint
 from helper_files import Progress, append_event, atomic_write, metric_rows, read_events
@@ -51,6 +52,9 @@ def gan_step(s, real, cfg, autocast):
     n, device, kind = real.shape[0], real.device, cfg["loss"]
     augment = lambda x: diff_augment(x, cfg["diffaug"])   # noqa: E731  (x itself without --diffaug)
 
+    hyper = schedule.at_step(cfg, s.step)   # lr, beta2, R1/R2 gamma: cfg's, or on --cosine's curve
+    schedule.set_optimizers(s.opt_g, s.opt_d, cfg, hyper)
+
     z = torch.randn(n, cfg["latent_dim"], device=device)
     with autocast:
         fake = s.gen_step(z)                                       # N x C x H x W
@@ -61,7 +65,7 @@ def gan_step(s, real, cfg, autocast):
         logits_real = s.disc_step(augment(real)).float()           # N
         logits_fake = s.disc_step(augment(fake.detach())).float()  # N
         d_loss = losses.d_loss(kind, logits_real, logits_fake, 1.0 - cfg["label_smoothing"])
-    s.scaler.scale(d_loss + penalties(s, real, fake, cfg)).backward()
+    s.scaler.scale(d_loss + penalties(s, real, fake, cfg, hyper)).backward()
     s.scaler.step(s.opt_d)
     if kind == "wgan":   # keep the critic Lipschitz by clipping its weights
         losses.clip_weights_(s.disc, cfg["clip"])
@@ -73,29 +77,35 @@ def gan_step(s, real, cfg, autocast):
             with autocast:
                 fake = s.gen_step(torch.randn(n, cfg["latent_dim"], device=device))
         with autocast, s.frozen_disc():    # gradients flow through D to G, not into D's weights
-            g_loss = losses.g_loss(kind, s.disc_step(augment(fake)).float())
+            logits_g = s.disc_step(augment(fake)).float()
+            with torch.no_grad():          # rpgan: the paired real scores, constants for G
+                paired = s.disc_step(augment(real)).float() if kind == "rpgan" else None
+            g_loss = losses.g_loss(kind, logits_g, paired)
         s.scaler.scale(g_loss).backward()
         s.scaler.step(s.opt_g)
         if s.ema is not None:   # warm-up: early on, follow the generator closely
             ema_update(s.ema, s.gen, min(cfg["ema_decay"], (1 + s.step) / (10 + s.step)))
     else:   # no G step on this batch: log the loss G has on it, from the D step's scores
-        g_loss = losses.g_loss(kind, logits_fake)
+        g_loss = losses.g_loss(kind, logits_fake, logits_real)
     s.scaler.update()                  # one scaler, updated once after both optimizers stepped
     s.step += 1
     acc_real, acc_fake = losses.d_accuracy(kind, logits_real, logits_fake)
     return torch.stack([g_loss.detach(), d_loss.detach(), acc_real, acc_fake])
 
 
-def penalties(s, real, fake, cfg):
+def penalties(s, real, fake, cfg, hyper):
     """The D step's regularisers, 0 without them: the WGAN-GP gradient penalty,
-    and R1 on real images, applied lazily every R1_EVERY steps with its weight
-    scaled up to match (as StyleGAN2 does). Both on the plain D (not the DDP or
-    compiled wrapper), in float32."""
+    and R1 on real / R2 on fake images (gamma from `hyper`, this step's values),
+    applied lazily every R1_EVERY steps with their weight scaled up to match (as
+    StyleGAN2 does). All on the plain D (not the DDP or compiled wrapper: no
+    compiled double backward), in float32; R2's fakes are detached (D only)."""
     total = 0.0
     if cfg["loss"] == "wgan-gp":
         total = losses.gradient_penalty(s.disc, real, fake, cfg["gp_weight"])
     if cfg["r1"] and s.step % R1_EVERY == 0:
-        total = total + losses.r1_penalty(s.disc, real, cfg["r1"] * R1_EVERY)
+        total = total + losses.r1_penalty(s.disc, real, hyper["r1"] * R1_EVERY)
+    if cfg["r2"] and s.step % R1_EVERY == 0:
+        total = total + losses.r2_penalty(s.disc, fake, hyper["r2"] * R1_EVERY)
     return total
 
 
@@ -110,9 +120,9 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
     Rank 0 appends every batch's losses to metrics.csv and events to
     events.jsonl, and after every epoch writes grids/epoch_NNN.png (the fixed
     noise through G) and checkpoint.pt, and redraws the plots. Returns how the
-    run ended: "finished"; "time_budget" (the next epoch would overrun
-    --time-budget); "interrupted" (Ctrl-C or SIGTERM: the current batch was
-    finished and a checkpoint saved there); "diverged" (a loss became NaN or
+    run ended: "finished"; "time_budget" (--time-budget ran out) and
+    "interrupted" (Ctrl-C or SIGTERM): the current batch was finished and a
+    checkpoint saved there, mid-epoch if need be; "diverged" (a loss became NaN or
     infinite: the last epoch's checkpoint is kept). A second Ctrl-C raises
     KeyboardInterrupt at once, also keeping the last epoch's checkpoint."""
     main, device, run_dir = rank == 0, state.device, Path(run_dir)
@@ -122,7 +132,7 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
         log.event(event="start", step=state.step, epoch=state.epoch, resumed=state.step > 0,
                   host=platform.node(), device=str(device), torch=torch.__version__)
     per_epoch = batches_per_epoch(loader, cfg)
-    budget, start, last_epoch_s = cfg["time_budget"] * 60, time.time(), 0.0
+    budget, start = cfg["time_budget"] * 60, time.time()
     progress = Progress((cfg["epochs"] - state.epoch) * per_epoch - state.batch, every_s=10,
                         deadline=start + budget if budget else None)
     first_step, pending = state.step, []   # pending: per-batch values not yet on the host
@@ -178,14 +188,17 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
                 break
             pending.append(gan_step(state, prepare_batch(real, cfg), cfg, autocast))
             state.batch += 1
+            if budget and time.time() - start > budget:   # --time-budget: stop as Ctrl-C does
+                stop.request("time_budget")
             # Under torchrun every rank must reach the same flushes: stop only at full ones.
             # The run's first batch is flushed at once, so a slow run shows life early.
             if (len(pending) == cfg["log_every"] or state.step == first_step + 1
-                    or (world == 1 and stop.requested)):
+                    or (world == 1 and stop.reason)):
                 if flush():
                     return "diverged"
-                if any_rank(stop.requested, world, device):
-                    return "interrupted"
+                reason = any_rank_reason(stop.reason, world, device)
+                if reason:
+                    return reason
         return flush()
 
     def ended(status):
@@ -196,16 +209,13 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
     try:
         with StopSignals() as stop:
             while state.epoch < cfg["epochs"]:
-                if any_rank(budget and time.time() - start + last_epoch_s > budget, world, device):
-                    return ended("time_budget")
                 epoch_start = time.time()
                 status = run_epoch(stop)
                 if status:
                     return ended(status)
                 state.epoch, state.batch = state.epoch + 1, 0   # on every rank
-                last_epoch_s = time.time() - epoch_start
                 if main:
-                    end_epoch(last_epoch_s)
+                    end_epoch(time.time() - epoch_start)
             return ended("finished")
     finally:
         if main:
@@ -226,13 +236,12 @@ def means(values):
 
 def end_run(status, state, cfg, run_dir, log):
     """What rank 0 does when the loop ends without an exception."""
-    if status == "interrupted":
+    if status in ("interrupted", "time_budget"):
+        if status == "time_budget":
+            print(f"time budget of {cfg['time_budget']:g} min reached", flush=True)
         print(f"saving checkpoint at epoch {state.epoch + 1} batch {state.batch}", flush=True)
         save_checkpoint(state.state_dict(cfg), run_dir / "checkpoint.pt")
-        log.event(event="interrupted", epoch=state.epoch + 1, batch=state.batch, step=state.step)
-    elif status == "time_budget":
-        print(f"time budget of {cfg['time_budget']:g} min reached after epoch {state.epoch}", flush=True)
-        log.event(event="time_budget", epoch=state.epoch, step=state.step)
+        log.event(event=status, epoch=state.epoch + 1, batch=state.batch, step=state.step)
 
 
 def log_rows(values, state, log, health, cfg):
@@ -274,19 +283,26 @@ def next_try(state, cfg):
 class StopSignals:
     """First Ctrl-C (SIGINT) or SIGTERM (what `timeout`, docker stop and batch
     schedulers send): finish the batch, save, stop (exit code 130 for both, the
-    code of an interrupted run). Second: quit at once."""
+    code of an interrupted run). Second: quit at once. The loop asks for the
+    same stop when --time-budget runs out (request("time_budget")). `reason`:
+    None, "time_budget" or "interrupted" (a signal wins over the budget)."""
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    REASONS = (None, "time_budget", "interrupted")   # in rising precedence
 
     def __enter__(self):
-        self.requested, self.previous = False, {}
+        self.reason, self.previous = None, {}
         if threading.current_thread() is threading.main_thread():   # handlers live there only
             self.previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         return self
 
+    def request(self, reason):
+        if self.REASONS.index(reason) > self.REASONS.index(self.reason):
+            self.reason = reason
+
     def _handler(self, signum, frame):
-        if self.requested:
+        if self.reason == "interrupted":
             raise KeyboardInterrupt
-        self.requested = True
+        self.request("interrupted")
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         print(f"\n{name}: stopping after this batch and saving (Ctrl-C again quits at once)",
               file=sys.stderr, flush=True)
@@ -297,13 +313,14 @@ class StopSignals:
         return False
 
 
-def any_rank(flag, world, device):
-    """The same decision on every torchrun rank (clocks differ slightly between them)."""
+def any_rank_reason(reason, world, device):
+    """The same stop reason on every torchrun rank (clocks differ slightly
+    between them): the strongest any rank has (StopSignals.REASONS)."""
     if world == 1:
-        return bool(flag)
-    t = torch.tensor([float(bool(flag))], device=device)
+        return reason
+    t = torch.tensor([float(StopSignals.REASONS.index(reason))], device=device)
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item())
+    return StopSignals.REASONS[int(t.item())]
 
 
 def prepare_batch(real, cfg):

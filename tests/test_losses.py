@@ -1,4 +1,4 @@
-"""helper_losses (GAN losses, gradient penalty, R1, weight clipping, spectral
+"""helper_losses (GAN losses, gradient penalty, R1, R2, weight clipping, spectral
 norm) and helper_augment (DiffAugment), checked against hand-computed answers."""
 import math
 
@@ -9,7 +9,7 @@ from torch import nn
 from helper_augment import (POLICIES, color, cutout, diff_augment, erase, parse_policy, shift,
                             translation)
 from helper_losses import (LOSS_DEFAULTS, LOSSES, clip_weights_, d_accuracy, d_loss, g_loss,
-                           gradient_penalty, r1_penalty, spectral_norm_)
+                           gradient_penalty, r1_penalty, r2_penalty, spectral_norm_)
 
 
 def softplus(v):
@@ -80,6 +80,28 @@ def test_losses_match_hand_computed_values(kind, d_expected, g_expected):
     assert g_loss(kind, scores(FAKE)).item() == pytest.approx(g_expected, abs=1e-6)
 
 
+def test_rpgan_losses_match_hand_computed_values_pair_by_pair():
+    # D: softplus(-(real_i - fake_i)), G: softplus(-(fake_i - real_i)), each pair on its own
+    d_expected = (softplus(-(2.0 - 0.5)) + softplus(-(-1.0 + 3.0))) / 2
+    g_expected = (softplus(-(0.5 - 2.0)) + softplus(-(-3.0 + 1.0))) / 2
+    assert d_loss("rpgan", scores(REAL), scores(FAKE)).item() == pytest.approx(d_expected, abs=1e-6)
+    assert g_loss("rpgan", scores(FAKE), scores(REAL)).item() == pytest.approx(g_expected, abs=1e-6)
+    # the pairing matters: the same scores in other pairs give another loss (a loss of the
+    # batch means, softplus(mean fake - mean real), would not see it)
+    swapped = scores(FAKE[::-1])
+    assert d_loss("rpgan", scores(REAL), swapped).item() != pytest.approx(d_expected, abs=1e-3)
+
+
+def test_rpgan_g_loss_needs_the_paired_real_scores_and_holds_them_constant():
+    with pytest.raises(ValueError, match="paired real"):
+        g_loss("rpgan", scores(FAKE))
+    with pytest.raises(ValueError, match="pairs"):
+        d_loss("rpgan", scores(REAL), scores(FAKE + [0.0]))
+    real, fake = scores(REAL).requires_grad_(), scores(FAKE).requires_grad_()
+    g_loss("rpgan", fake, real).backward()
+    assert real.grad is None and fake.grad is not None      # no way from G's loss into D(x)
+
+
 def test_bce_label_smoothing_targets_only_the_real_images():
     expected = 0.5 * ((bce(2, 0.9) + bce(-1, 0.9)) / 2 + (bce(0.5, 0) + bce(-3, 0)) / 2)
     got = d_loss("bce", scores(REAL), scores(FAKE), real_target=0.9)
@@ -123,7 +145,8 @@ def test_wgan_accuracy_ignores_where_the_critic_scores_sit():
 def test_loss_defaults_cover_every_loss_with_the_cli_keys():
     base = {"beta1", "beta2", "lr_gen", "lr_disc", "n_critic"}
     assert set(LOSS_DEFAULTS) == set(LOSSES)
-    assert set(LOSS_DEFAULTS["bce"]) == set(LOSS_DEFAULTS["hinge"]) == base
+    assert set(LOSS_DEFAULTS["bce"]) == set(LOSS_DEFAULTS["hinge"]) == set(LOSS_DEFAULTS["rpgan"]) == base
+    assert (LOSS_DEFAULTS["rpgan"]["beta1"], LOSS_DEFAULTS["rpgan"]["beta2"]) == (0.0, 0.99)   # R3GAN
     assert set(LOSS_DEFAULTS["wgan"]) == base | {"clip"}
     assert set(LOSS_DEFAULTS["wgan-gp"]) == base | {"gp_weight"}
     for defaults in LOSS_DEFAULTS.values():    # Adam refuses betas=(0, 0.9): int and float mixed
@@ -192,7 +215,8 @@ def test_penalties_are_float32_and_unchanged_under_bf16_autocast(make):
     def penalties():        # images as a bf16 generator under AMP would hand them over
         gp = gradient_penalty(disc, real.bfloat16(), fake.bfloat16(),
                               generator=torch.Generator().manual_seed(0))
-        return gp, r1_penalty(disc, real.bfloat16(), gamma=1.0)
+        return (gp, r1_penalty(disc, real.bfloat16(), gamma=1.0),
+                r2_penalty(disc, fake.bfloat16(), gamma=1.0))
 
     outside = penalties()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -218,8 +242,61 @@ def test_penalties_reject_bad_input():
     disc, real, _ = linear_case()
     with pytest.raises(ValueError, match="same shape"):
         gradient_penalty(disc, real, real[:3])
-    with pytest.raises(ValueError, match="gamma"):
+    with pytest.raises(ValueError, match="R1 gamma"):
         r1_penalty(disc, real, gamma=-1.0)
+    with pytest.raises(ValueError, match="R2 gamma"):
+        r2_penalty(disc, real, gamma=-1.0)
+
+
+@pytest.mark.parametrize("penalty", [r1_penalty, r2_penalty])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_zero_centred_penalty_sums_over_c_h_w_per_sample_and_averages_over_the_batch(penalty,
+                                                                                       channels_last):
+    # D = 0.5 ||x||^2 has gradient x: the penalty is gamma / 2 * mean_i sum_chw x_i^2, which a
+    # mean over C, H, W, a norm without the square or a sum over the batch would all miss.
+    x = torch.rand(3, 2, 4, 5, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = 0.7 / 2 * sum(x[i].pow(2).sum().item() for i in range(3)) / 3
+    assert penalty(HalfSquareD(), x, gamma=0.7).item() == pytest.approx(expected, rel=1e-5)
+
+
+class TanhD(nn.Module):
+    """D(x) = v . tanh(W x) on 2-vectors: a curved D, so the penalty's gradient has a
+    second-order part (through tanh'), which a missing create_graph would drop."""
+
+    def __init__(self):
+        super().__init__()
+        self.W = nn.Parameter(torch.tensor([[0.8, -0.5], [0.3, 1.2]]))
+        self.v = nn.Parameter(torch.tensor([1.5, -0.7]))
+
+    def forward(self, x):
+        return torch.tanh(x @ self.W.T) @ self.v
+
+
+def test_r2_trains_d_by_the_hand_computed_double_backward_and_never_g():
+    gen_param = nn.Parameter(torch.tensor([[0.4, -0.9], [1.1, 0.2], [-0.6, 0.5]]))
+    fake = 2 * gen_param                             # fakes that G's parameter produced
+    disc, gamma = TanhD(), 3.0
+    r2 = r2_penalty(disc, fake, gamma)
+    r2.backward()
+    assert gen_param.grad is None                    # detached: R2 trains D only
+    # By hand, per sample: h = W x, s = 1 - tanh(h)^2, u = v s, g = grad_x D = W^T u,
+    # P = gamma / 2 ||g||^2;  dP/dv = gamma s (W g);
+    # dP/dW = gamma (u g^T + (v (W g) (-2 tanh(h) s)) x^T).
+    W, v = disc.W.detach(), disc.v.detach()
+    value, dW, dv = 0.0, torch.zeros(2, 2), torch.zeros(2)
+    for x in fake.detach():
+        h = W @ x
+        s = 1 - torch.tanh(h) ** 2
+        u = v * s
+        g = W.T @ u
+        value += gamma / 2 * g.dot(g).item() / 3
+        dv += gamma * s * (W @ g) / 3
+        dW += gamma * (torch.outer(u, g) + torch.outer(v * (W @ g) * (-2 * torch.tanh(h) * s), x)) / 3
+    assert r2.item() == pytest.approx(value, rel=1e-5)
+    torch.testing.assert_close(disc.v.grad, dv, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(disc.W.grad, dW, rtol=1e-4, atol=1e-6)
 
 
 # ---------------------------------------------------------------- Lipschitz constraints

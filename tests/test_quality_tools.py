@@ -7,8 +7,10 @@ import pytest
 
 import ablate
 import evaluate
+import helper_cli
 import helper_eval
 import helper_features
+import train_celeba_dcgan
 import train_mnist_gan
 from conftest import make_mnist, mnist_argv, read_events, run_main
 
@@ -88,6 +90,21 @@ def test_ablate_trains_two_at_a_time_with_the_cores_split(mnist_with_classifier,
         log = (out / variant / "seed1.log").read_text()
         assert "2 threads" in log and "done after" in log   # OMP_NUM_THREADS wins over the preset's 1
     assert json.loads((out / "best" / "seed1" / "config.json").read_text())["g_batchnorm"] is True
+
+
+@pytest.mark.parametrize("dataset", list(ablate.VARIANTS))
+def test_every_ablate_variant_is_a_valid_command_line(dataset, tmp_path):
+    """Each variant's flags parse and pass the config rules with its script (issue 19's
+    comparison among them: best_bce_r1, best_hinge_sn, best_rpgan_r1_r2)."""
+    script = {"mnist": train_mnist_gan, "celeba": train_celeba_dcgan,
+              "stacked-mnist": train_celeba_dcgan}[dataset]
+    assert {"best_bce_r1", "best_hinge_sn", "best_rpgan_r1_r2"} <= set(ablate.VARIANTS[dataset])
+    for variant, flags in ablate.VARIANTS[dataset].items():
+        argv = [*ablate.SCRIPT_FLAGS.get(dataset, []), *flags, "--out", str(tmp_path)]
+        cfg, _ = helper_cli.parse_config(script.build_parser(), script.PRESETS, argv,
+                                         getattr(script, "IMPLIED", None))
+        if "rpgan" in variant:
+            assert cfg["loss"] == "rpgan" and cfg["r1"] > 0 and cfg["r2"] > 0, variant
 
 
 def test_ablate_refuses_a_bad_parallel_count(tmp_path, capsys):

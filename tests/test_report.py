@@ -235,6 +235,9 @@ START = {"event": "start", "step": 0, "epoch": 0, "resumed": False}
      "diverged at step 3: G loss is nan", "no"),
     ([START, {"event": "epoch", "epoch": 1, "step": 4}, {"event": "time_budget", "epoch": 1, "step": 4}],
      "stopped by the time budget after epoch 1", "no"),
+    ([START, {"event": "epoch", "epoch": 1, "step": 4},
+      {"event": "time_budget", "epoch": 2, "batch": 3, "step": 7}],
+     "stopped by the time budget at epoch 2, batch 3", "no"),
 ])
 def test_report_says_how_the_run_ended(tmp_path, events, ended, resumed):
     run = make_run(tmp_path / "run", events=events)

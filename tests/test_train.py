@@ -1,10 +1,11 @@
 """helper_train: the GAN step (which network each optimizer moves, detach, the
 lecture's losses), run folders, checkpoints, resuming (exactly equal to an
-uninterrupted run), Ctrl-C, the NaN guard and overwrite protection. The runs
+uninterrupted run), Ctrl-C, --time-budget, the NaN guard and overwrite protection. The runs
 go through the scripts' main(argv) on the fake data of conftest.py."""
 import copy
 import json
 import shutil
+import types
 
 import pytest
 import torch
@@ -376,6 +377,34 @@ def test_second_ctrl_c_quits_at_once_keeping_the_epoch_checkpoint(mnist_root, mn
     assert_same_run(out, mnist_reference, 3)
 
 
+# ---------------------------------------------------------------- --time-budget
+
+def test_time_budget_stops_mid_epoch_and_resumes_exactly(mnist_root, mnist_reference, tmp_path, monkeypatch,
+                                                          capsys):
+    """A clock that advances 10 s per step: a 0.5-minute budget runs out after the 4th
+    step, epoch 2 batch 1, not at an epoch's end; the resumed run equals the uninterrupted one."""
+    now, step = [1000.0], helper_train.gan_step
+
+    def timed_step(*args):
+        out = step(*args)
+        now[0] += 10.0
+        return out
+    monkeypatch.setattr(helper_train, "gan_step", timed_step)
+    monkeypatch.setattr(helper_train, "time", types.SimpleNamespace(time=lambda: now[0]))
+    out = tmp_path / "run"
+    code, stdout, _ = run_main(train_mnist_gan.main, mnist_argv(mnist_root, out, "--time-budget", 0.5,
+                                                                epochs=3), capsys)
+    assert code == 0 and "time budget of 0.5 min reached" in stdout
+    ckpt = load_ckpt(out)
+    assert (ckpt["epoch"], ckpt["batch"], ckpt["step"]) == (1, 1, 4)
+    assert len(read_metrics(out)[1]) == 4 and not (out / "grids" / "epoch_002.png").exists()
+    assert read_events(out)[-1] == {"event": "time_budget", "epoch": 2, "batch": 1, "step": 4}
+    monkeypatch.undo()
+    code, stdout, _ = run_main(train_mnist_gan.main, ["--resume", "--out", out, "--time-budget", 0], capsys)
+    assert code == 0 and "resuming at epoch 2, batch 1" in stdout
+    assert_same_run(out, mnist_reference, 3)
+
+
 # ---------------------------------------------------------------- NaN guard
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(mnist_root, tmp_path, monkeypatch, capsys):
@@ -478,11 +507,11 @@ def test_a_checkpoint_of_the_earlier_format_still_resumes(mnist_run, tmp_path):
     out = tmp_path / "old"
     shutil.copytree(mnist_run, out)
     ckpt = load_ckpt(out)
-    for key in ("dataset", "loss", "n_critic", "beta2", "clip", "gp_weight", "spectral_norm", "r1",
-                "diffaug", "tensorboard", "threads", "g_batchnorm"):
+    for key in ("dataset", "loss", "n_critic", "beta2", "clip", "gp_weight", "spectral_norm", "r1", "r2",
+                "cosine", "diffaug", "tensorboard", "threads", "g_batchnorm"):
         ckpt["config"].pop(key, None)
     torch.save(ckpt, out / "checkpoint.pt")
     assert run_main(train_mnist_gan.main, ["--resume", "--out", out, "--epochs", 3])[0] == 0
     cfg = load_ckpt(out)["config"]
     assert load_ckpt(out)["epoch"] == 3 and (cfg["dataset"], cfg["loss"], cfg["r1"]) == ("mnist", "bce", 0.0)
-    assert cfg["g_batchnorm"] is False
+    assert cfg["g_batchnorm"] is False and (cfg["r2"], cfg["cosine"]) == (0.0, 0)
