@@ -162,7 +162,8 @@ def markdown(rows, keys, header):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--dataset", choices=list(VARIANTS), default="mnist")
     p.add_argument("--data-dir", default="./data", help="dataset root (default: ./data)")
     p.add_argument("--out", default="runs/ablation")

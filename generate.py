@@ -58,7 +58,8 @@ GIF_SECONDS = 0.12       # per frame; the ping-pong loop has no pause at its tur
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("checkpoint", help="a run folder or its checkpoint.pt")
     p.add_argument("--num", type=int, help="number of samples (default 64; --nearest: 8; "
                                            "several --truncation PSI: per row, default 8)")
@@ -149,6 +150,9 @@ def main(argv=None):
     try:
         device = pick_device(args.device)
         gen, cfg = load_generator(args.checkpoint, device)
+    except RunError as e:   # a missing or unreadable run is bad input, as a bad flag: exit code 2
+        p.error(str(e))
+    try:
         out = output_path(p, args)
         write = {None: write_samples, "interpolate": write_interpolation,
                  "truncation": write_truncation, "nearest": write_nearest}[args.mode]

@@ -166,7 +166,8 @@ def replay(run_dir):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Replay the loss checks on a run folder's metrics.csv.")
+    p = argparse.ArgumentParser(description="Replay the loss checks on a run folder's metrics.csv.",
+                                allow_abbrev=False)
     p.add_argument("run_dir", help="a run folder (holding metrics.csv)")
     run_dir = Path(p.parse_args(argv).run_dir)
     if not (run_dir / "metrics.csv").is_file():

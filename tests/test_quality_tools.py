@@ -51,7 +51,7 @@ def test_evaluate_cli_prints_samples_and_floor(mnist_with_classifier, tmp_path, 
 
 def test_evaluate_cli_missing_run_is_one_line(tmp_path, capsys):
     code, _, err = run_main(evaluate.main, [tmp_path / "nothing"], capsys)
-    assert code != 0 and "no checkpoint" in err and "Traceback" not in err
+    assert code == 2 and "no checkpoint" in err and "Traceback" not in err
 
 
 def test_ablate_writes_table_and_grids(mnist_with_classifier, tmp_path, capsys):
