@@ -4,6 +4,8 @@ redrawn, with its progress.gif and report.html (helper_report):
 
     python helper_plot.py runs/mnist_gan
     python helper_plot.py compare runs/a runs/b --out runs/compare
+
+compare refuses an --out that holds an earlier comparison unless --overwrite.
 """
 import os
 import shutil
@@ -233,7 +235,7 @@ def compare(run_dirs, out_dir, labels=None):
 
 # ---------------------------------------------------------------- command line
 
-USAGE = "usage: python helper_plot.py RUN_DIR | compare RUN_DIR [RUN_DIR...] [--out DIR]"
+USAGE = "usage: python helper_plot.py RUN_DIR | compare RUN_DIR [RUN_DIR...] [--out DIR] [--overwrite]"
 
 
 def _split_out(args):
@@ -247,7 +249,8 @@ def _split_out(args):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     is_compare = argv[:1] == ["compare"]
-    runs, out = _split_out(argv[1:]) if is_compare else (argv, None)
+    overwrite = is_compare and "--overwrite" in argv
+    runs, out = _split_out([a for a in argv[1:] if a != "--overwrite"]) if is_compare else (argv, None)
     if "-h" in argv or "--help" in argv:
         print(USAGE + "\n\n" + __doc__.strip())
         sys.exit(0)
@@ -257,6 +260,9 @@ def main(argv=None):
     try:
         if is_compare:   # default: beside the runs, e.g. runs/a runs/b -> runs/compare
             out = out or Path(os.path.commonpath([Path(r).resolve().parent for r in runs]), "compare")
+            earlier = [Path(out, f) for f in ("compare.png", "compare.html") if Path(out, f).exists()]
+            if earlier and not overwrite:
+                raise ValueError(f"{earlier[0]} exists: add --overwrite to replace it, or choose another --out")
             print(*compare(runs, out), sep="\n")
         else:
             print(*plot_run(helper_report.check_run(runs[0])), sep="\n")

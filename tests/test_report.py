@@ -272,6 +272,19 @@ def test_compare_links_each_report_relative_to_the_out_folder(run, tmp_path):
 
 # ---------------------------------------------------------------- command line
 
+def test_compare_refuses_an_earlier_comparison_without_overwrite(tmp_path, capsys):
+    run = make_run(tmp_path / "r", epochs=1)
+    assert helper_plot.main(["compare", run, "--out", tmp_path / "cmp"]) is None
+    (tmp_path / "cmp" / "compare.html").write_text("kept")
+    with pytest.raises(SystemExit) as e:
+        helper_plot.main(["compare", run, "--out", tmp_path / "cmp"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(lines) == 1 and "--overwrite" in lines[0], lines
+    assert (tmp_path / "cmp" / "compare.html").read_text() == "kept"
+    helper_plot.main(["compare", run, "--out", tmp_path / "cmp", "--overwrite"])
+    assert "<html" in (tmp_path / "cmp" / "compare.html").read_text()
+
+
 def test_main_writes_gif_and_report_and_refuses_a_folder_that_is_no_run(tmp_path, capsys):
     run = make_run(tmp_path / "runs" / "r", epochs=2)
     helper_plot.main([run])
