@@ -252,6 +252,8 @@ def train_run(cfg, given, rank, world, device):
     if ckpt is not None and rank == 0:
         print(f"resuming at epoch {state.epoch + 1}, batch {state.batch}", flush=True)
     health = HealthMonitor(real, loss_checks=cfg["loss"] == "bce") if cfg["health"] else None
+    if health is not None and ckpt is not None:   # what was reported before the checkpoint is not new
+        health.restore(run_dir, ckpt["step"])
     evaluator = make_evaluator(cfg, inception) if cfg["eval_every"] else None
     return train_gan(state, loader, cfg, run_dir, rank, world, health, evaluator)
 
