@@ -194,7 +194,7 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
         return status
 
     try:
-        with StopSignals() as stop:
+        with StopSignals(on_quit=lambda: ended("quit")) as stop:
             while state.epoch < cfg["epochs"]:
                 if any_rank(budget and time.time() - start + last_epoch_s > budget, world, device):
                     return ended("time_budget")
@@ -233,6 +233,9 @@ def end_run(status, state, cfg, run_dir, log):
     elif status == "time_budget":
         print(f"time budget of {cfg['time_budget']:g} min reached after epoch {state.epoch}", flush=True)
         log.event(event="time_budget", epoch=state.epoch, step=state.step)
+    elif status == "quit":   # a second Ctrl-C or SIGTERM, mid-batch: helper_cli.run says what is kept
+        log.event(event="interrupted", epoch=state.epoch + 1, batch=state.batch, step=state.step,
+                  message="quit at once (a second signal): the last finished epoch's checkpoint is kept")
 
 
 def log_rows(values, state, log, health, cfg):
@@ -274,8 +277,12 @@ def next_try(state, cfg):
 class StopSignals:
     """First Ctrl-C (SIGINT) or SIGTERM (what `timeout`, docker stop and batch
     schedulers send): finish the batch, save, stop (exit code 130 for both, the
-    code of an interrupted run). Second: quit at once."""
+    code of an interrupted run). Second: quit at once (KeyboardInterrupt), after
+    on_quit() has recorded it."""
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, on_quit=lambda: None):
+        self.on_quit = on_quit
 
     def __enter__(self):
         self.requested, self.previous = False, {}
@@ -291,9 +298,11 @@ class StopSignals:
         print(f"\n{name}: stopping after this batch and saving (Ctrl-C again quits at once)",
               file=sys.stderr, flush=True)
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, *exc):
         for s, handler in self.previous.items():
             signal.signal(s, handler)
+        if kind is KeyboardInterrupt:
+            self.on_quit()
         return False
 
 
