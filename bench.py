@@ -360,7 +360,8 @@ def print_table(results):
 # ---------------------------------------------------------------- main
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     a = p.add_argument
     a("--quick", action="store_true", help="few batches, 1 repeat: about a minute on a 2-core CPU")
     a("--only", choices=["mnist", "celeba", "pipeline"], help="one group of measurements")

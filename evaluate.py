@@ -51,7 +51,8 @@ COST = {"idx": "classifier scores, seconds", "rgb": "SWD, MS-SSIM: about a minut
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("run", help="a run folder or its checkpoint.pt")
     p.add_argument("--data-dir", help="dataset root (default: the run's own --data-dir)")
     p.add_argument("--cache-dir", help="where the classifier and the real images' Inception features "
@@ -77,7 +78,12 @@ def main(argv=None):
         except RunError as e:
             p.error(str(e))
     try:
-        result = evaluate(args)
+        device = pick_device(args.device)
+        gen, cfg = load_generator(args.run, device)
+    except RunError as e:   # a missing or unreadable run is bad input, as a bad flag: exit code 2
+        p.error(str(e))
+    try:
+        result = evaluate(args, gen, cfg, device)
     except (DataError, RunError, NetworkUnavailable) as e:
         sys.exit(f"error: {e}")
     print_table(result)
@@ -89,10 +95,9 @@ def main(argv=None):
             sys.exit(f"error: cannot write {args.json}: {e.strerror}")
 
 
-def evaluate(args):
-    """{"run", "num", "samples", "real_floor"[, "inception"]}: the scores of args.run."""
-    device = pick_device(args.device)
-    gen, cfg = load_generator(args.run, device)
+def evaluate(args, gen, cfg, device):
+    """{"run", "num", "samples", "real_floor"[, "inception"]}: the scores of args.run
+    (its generator gen and config cfg, on device)."""
     cfg = data_of_run(cfg, args.data_dir, args.cache_dir)
     net = Inception(args.inception_file, device) if args.inception else None   # missing: fail first
     kind = helper_eval.kind_of(cfg)

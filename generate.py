@@ -12,10 +12,11 @@
 along great circles (slerp): Gaussian noise lives near a sphere, and a straight
 line's middle would leave it for points the generator never saw.
 --truncation PSI draws every latent value from N(0, 1) cut to [-PSI, PSI]: a
-smaller PSI gives more typical, less varied images. Several PSI give a row each,
-from the same draws, so a column shows one sample at growing truncation.
---nearest K puts each sample beside the K training images nearest to it: a
-distance near 0 means the generator copied its data. Grey 28 x 28 runs are
+smaller PSI gives more typical, less varied images. Several PSI give a row each
+(its PSI written on its left), from the same draws, so a column shows one sample
+at growing truncation.
+--nearest K puts each sample (left, apart) beside the K training images nearest
+to it, closest first: a distance near 0 means the generator copied its data. Grey 28 x 28 runs are
 compared in the features of the MNIST classifier (trained once and cached, as
 for evaluate.py), colour runs in pixels.
 
@@ -43,8 +44,8 @@ from helper_data import IDX_SETS, DataError, data_of_run, dataset_images  # noqa
 from helper_eval import load_mnist_classifier  # noqa: E402
 from helper_files import RunError, check_output_file  # noqa: E402
 from helper_explore import interpolation_frames, interpolation_noise, nearest, nearest_grid, truncation_rows  # noqa: E402
-from helper_plot import save_grid  # noqa: E402
-from helper_report import grid_image, save_gif  # noqa: E402
+from helper_plot import readable, save_grid, save_image  # noqa: E402
+from helper_report import beside, grid_image, label_rows, save_gif, titled  # noqa: E402
 from models import sample, samples_of  # noqa: E402
 
 MODES = ("interpolate", "truncation", "nearest")    # None: plain samples
@@ -58,7 +59,8 @@ GIF_SECONDS = 0.12       # per frame; the ping-pong loop has no pause at its tur
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("checkpoint", help="a run folder or its checkpoint.pt")
     p.add_argument("--num", type=int, help="number of samples (default 64; --nearest: 8; "
                                            "several --truncation PSI: per row, default 8)")
@@ -149,6 +151,9 @@ def main(argv=None):
     try:
         device = pick_device(args.device)
         gen, cfg = load_generator(args.checkpoint, device)
+    except RunError as e:   # a missing or unreadable run is bad input, as a bad flag: exit code 2
+        p.error(str(e))
+    try:
         out = output_path(p, args)
         write = {None: write_samples, "interpolate": write_interpolation,
                  "truncation": write_truncation, "nearest": write_nearest}[args.mode]
@@ -216,12 +221,13 @@ def to_pil(images, nrow):
 
 def write_truncation(gen, cfg, args, out):
     psis, per_row = args.truncation, truncation_per_row(args)
-    images = images_from(gen, truncation_rows(cfg["latent_dim"], psis, per_row, args.seed))
-    if len(psis) == 1:
-        save_grid(images, out, nrow=args.nrow)
+    images = readable(images_from(gen, truncation_rows(cfg["latent_dim"], psis, per_row, args.seed)))
+    if len(psis) == 1:   # one grid, its psi above it
+        grid = Image.fromarray(grid_image(images, args.nrow))
+        save_image(titled(grid, [(0, grid.width, f"psi {psis[0]:g}")]), out)
         print(f"wrote {per_row} samples at psi {psis[0]:g} to {out}")
         return
-    save_grid(images, out, nrow=per_row)
+    save_image(label_rows(grid_image(images, per_row), [f"psi {psi:g}" for psi in psis]), out)
     print(f"wrote {len(psis)} rows of {per_row} samples (the same draws, truncated) to {out}:")
     for row, psi in enumerate(psis, 1):
         print(f"  row {row}: psi {psi:g}")
@@ -235,10 +241,12 @@ def write_nearest(gen, cfg, args, out):
     features, space = feature_space(cfg, samples, next(gen.parameters()).device)
     try:
         idx, dist = nearest(samples, train, k, features)
-        grid = nearest_grid(samples, train, idx)
+        rows = readable(nearest_grid(samples, train, idx)).unflatten(0, (num, k + 1))   # num x (k+1) x C x H x W
     except ValueError as e:        # k above the training set's size, or another image shape
         raise RunError(str(e)) from None
-    save_grid(grid, out, nrow=k + 1)
+    save_image(beside(grid_image(rows[:, 0], 1), grid_image(rows[:, 1:].flatten(0, 1), k),
+                      ("sample", f"its {k} nearest training images" if k > 1 else "nearest training image")),
+               out)
     print(f"wrote {num} samples, each followed by its {k} nearest of {len(train):,} training "
           f"images, to {out}")
     print(f"mean distance to the nearest training image ({space}): {float(dist[:, 0].mean()):.4f} "

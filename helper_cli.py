@@ -71,17 +71,19 @@ def flag_adder(parser, defaults):
     return add
 
 
-def add_common_args(parser, defaults):
-    """Flags shared by both scripts."""
-    a = flag_adder(parser, defaults)
-    a("--preset", help="lecture (exactly the lecture) or best (the measured best recipe)")
+def add_common_args(parser, presets):
+    """Flags shared by both scripts; presets: the script's, their "lecture" one gives the defaults."""
+    a = flag_adder(parser, presets["lecture"])
+    a("--preset", choices=list(presets),
+      help="the settings to start from: lecture is exactly the lecture, best the measured best "
+           "recipe (default: lecture)")
     a("--data-dir", help="dataset root folder")
     a("--out", help="run folder for metrics, grids, plots and checkpoints")
     a("--epochs", type=int, help="epochs to train (with --resume: the new total)")
     a("--batch-size", type=int, help="global batch size (split across torchrun processes)")
     a("--lr-gen", type=float, help="generator learning rate")
     a("--lr-disc", type=float, help="discriminator learning rate")
-    a("--beta1", type=float, help="Adam beta1 for both optimizers (beta2 is 0.999)")
+    a("--beta1", type=float, help="Adam beta1 for both optimizers (beta2: --beta2)")
     a("--latent-dim", type=int, help="size of the noise vector z")
     a("--seed", type=int, help="seed for weights, noise and data order")
     a("--device", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
@@ -255,6 +257,8 @@ def train_run(cfg, given, rank, world, device):
     if ckpt is not None and rank == 0:
         print(f"resuming at epoch {state.epoch + 1}, batch {state.batch}", flush=True)
     health = HealthMonitor(real, loss_checks=cfg["loss"] == "bce") if cfg["health"] else None
+    if health is not None and ckpt is not None:   # what was reported before the checkpoint is not new
+        health.restore(run_dir, ckpt["step"])
     evaluator = make_evaluator(cfg, inception) if cfg["eval_every"] else None
     return train_gan(state, loader, cfg, run_dir, rank, world, health, evaluator)
 

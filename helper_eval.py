@@ -485,7 +485,7 @@ def make_evaluator(cfg, inception=None):
 
 def main(argv=None):
     p = argparse.ArgumentParser(
-        description="Train (once) and cache the MNIST classifier used by mnist_scores.")
+        description="Train (once) and cache the MNIST classifier used by mnist_scores.", allow_abbrev=False)
     p.add_argument("--data-dir", default="data", help="folder that holds MNIST/raw/ (or the set's own folder)")
     p.add_argument("--dataset", choices=list(IDX_SETS), default="mnist", help="which 28 x 28 set")
     p.add_argument("--cache-dir", default=None, help="where to keep the weights (default: beside the data "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from helper_files import read_metrics
+from helper_files import read_events, read_metrics
 
 WINDOW = 10            # batches averaged for the dominance and runaway checks
 D_LOSS_FLOOR = 0.05    # healthy runs here sit around 0.3-0.7
@@ -150,23 +150,47 @@ class HealthMonitor:
         """samples: the fixed-noise images after `epoch`. Returns (their spread
         over the real images' spread, warnings)."""
         ratio = spread(samples) / max(self.real_spread, 1e-8)
+        return ratio, self._check_ratio(ratio, epoch)
+
+    def _check_ratio(self, ratio, epoch):
         if self.batches < COLLAPSE_AFTER:
-            return ratio, []
-        return ratio, self.collapse.update(ratio < SPREAD_RATIO, ratio > SPREAD_RATIO * HYSTERESIS, epoch,
+            return []
+        return self.collapse.update(ratio < SPREAD_RATIO, ratio > SPREAD_RATIO * HYSTERESIS, epoch,
                                     epoch=epoch, ratio=ratio)
+
+    def restore(self, run_dir, step):
+        """On resume from the checkpoint at `step`: pass the run's history before
+        it (metrics.csv's rows, the epochs' spread ratios in events.jsonl) through
+        the checks, saying nothing, so that a problem already reported and still
+        going on is not reported again as new."""
+        rows = _loss_rows(run_dir)
+        rows, done = rows[rows[:, 0] < step], 0
+        for e in read_events(run_dir, "epoch"):
+            if e.get("step", step + 1) <= step:
+                end = int(np.searchsorted(rows[:, 0], e["step"]))   # the rows of this epoch and before
+                self.update(rows[done:end].tolist())
+                done = end
+                if "spread_ratio" in e:
+                    self._check_ratio(e["spread_ratio"], e["epoch"])
+        self.update(rows[done:].tolist())
+
+
+def _loss_rows(run_dir):
+    """metrics.csv's step, epoch, batch, g_loss and d_loss columns, rows x 5 (0 rows without any)."""
+    m = read_metrics(run_dir)
+    if not m:
+        return np.zeros((0, 5))
+    return np.stack([m[k] for k in ("step", "epoch", "batch", "g_loss", "d_loss")], axis=1)
 
 
 def replay(run_dir):
     """The loss checks' warnings for a run folder, from its metrics.csv."""
-    m = read_metrics(run_dir)
-    if not m:
-        return []
-    rows = np.stack([m[k] for k in ("step", "epoch", "batch", "g_loss", "d_loss")], axis=1)
-    return HealthMonitor(real=None).update(rows.tolist())
+    return HealthMonitor(real=None).update(_loss_rows(run_dir).tolist())
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Replay the loss checks on a run folder's metrics.csv.")
+    p = argparse.ArgumentParser(description="Replay the loss checks on a run folder's metrics.csv.",
+                                allow_abbrev=False)
     p.add_argument("run_dir", help="a run folder (holding metrics.csv)")
     run_dir = Path(p.parse_args(argv).run_dir)
     if not (run_dir / "metrics.csv").is_file():

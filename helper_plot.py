@@ -4,6 +4,8 @@ redrawn, with its progress.gif and report.html (helper_report):
 
     python helper_plot.py runs/mnist_gan
     python helper_plot.py compare runs/a runs/b --out runs/compare
+
+compare refuses an --out that holds an earlier comparison unless --overwrite.
 """
 import os
 import shutil
@@ -26,12 +28,22 @@ def save_grid(images, path, nrow=8):
     """N x C x H x W in [-1, 1] -> an nrow-wide PNG grid, written at once.
     Images under 32 px (MNIST's 28) are doubled, pixel for pixel, so that a
     grid reads at its natural size."""
+    save_image(Image.fromarray(helper_report.grid_image(readable(images), nrow)), path)
+
+
+def readable(images):
+    """N x C x H x W, doubled pixel for pixel where under 32 px."""
+    if images.shape[-1] < 32:
+        return F.interpolate(images.float(), scale_factor=2, mode="nearest")
+    return images
+
+
+def save_image(image, path):
+    """A PIL image as a PNG, written at once, its folder made."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if images.shape[-1] < 32:
-        images = F.interpolate(images.float(), scale_factor=2, mode="nearest")
     with atomic_write(path) as tmp:
-        Image.fromarray(helper_report.grid_image(images, nrow)).save(tmp, format="PNG")
+        image.save(tmp, format="PNG")
 
 
 def epoch_axis(m):
@@ -100,7 +112,8 @@ def plot_progress(run_dir, max_panels=6):
     if not grids:
         return
     pick = sorted({round(i) for i in np.linspace(0, len(grids) - 1, min(max_panels, len(grids)))})
-    side_by_side([grids[i] for i in pick], [f"epoch {int(grids[i].stem[6:])}" for i in pick],
+    labels = helper_report.epoch_labels(run_dir)
+    side_by_side([grids[i] for i in pick], [labels[int(grids[i].stem[6:])] for i in pick],
                   Path(run_dir) / "progress.png", per_row=3)
 
 
@@ -167,7 +180,7 @@ def plot_run(run_dir, window=100):
             shutil.copyfile(grids[-1], tmp)
         if (run_dir / "reals.png").exists():
             side_by_side([run_dir / "reals.png", grids[-1]],
-                          ["real", f"generated (epoch {int(grids[-1].stem[6:])})"],
+                          ["real", f"generated ({helper_report.epoch_labels(run_dir)[int(grids[-1].stem[6:])]})"],
                           run_dir / "real_vs_fake.png")
     written = sorted(run_dir.glob("*.png"))
     return written + [p for p in (helper_report.write_progress_gif(run_dir),
@@ -209,8 +222,8 @@ def _compare_figure(run_dirs, labels, path):
         grids = helper_report.grids(run_dirs[i])
         if grids:
             ax.imshow(plt.imread(grids[-1][1]))
-        last = grids[-1][0] if grids else "-"
-        ax.set_title(textwrap.fill(f"{labels[i]} (epoch {last})", 40), fontsize=8, color=f"C{i}")
+        last = helper_report.epoch_labels(run_dirs[i])[grids[-1][0]] if grids else "no epoch"
+        ax.set_title(textwrap.fill(f"{labels[i]} ({last})", 40), fontsize=8, color=f"C{i}")
         ax.axis("off")
     _save(fig, path, tight=False)
 
@@ -233,7 +246,7 @@ def compare(run_dirs, out_dir, labels=None):
 
 # ---------------------------------------------------------------- command line
 
-USAGE = "usage: python helper_plot.py RUN_DIR | compare RUN_DIR [RUN_DIR...] [--out DIR]"
+USAGE = "usage: python helper_plot.py RUN_DIR | compare RUN_DIR [RUN_DIR...] [--out DIR] [--overwrite]"
 
 
 def _split_out(args):
@@ -247,7 +260,8 @@ def _split_out(args):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     is_compare = argv[:1] == ["compare"]
-    runs, out = _split_out(argv[1:]) if is_compare else (argv, None)
+    overwrite = is_compare and "--overwrite" in argv
+    runs, out = _split_out([a for a in argv[1:] if a != "--overwrite"]) if is_compare else (argv, None)
     if "-h" in argv or "--help" in argv:
         print(USAGE + "\n\n" + __doc__.strip())
         sys.exit(0)
@@ -257,6 +271,9 @@ def main(argv=None):
     try:
         if is_compare:   # default: beside the runs, e.g. runs/a runs/b -> runs/compare
             out = out or Path(os.path.commonpath([Path(r).resolve().parent for r in runs]), "compare")
+            earlier = [Path(out, f) for f in ("compare.png", "compare.html") if Path(out, f).exists()]
+            if earlier and not overwrite:
+                raise ValueError(f"{earlier[0]} exists: add --overwrite to replace it, or choose another --out")
             print(*compare(runs, out), sep="\n")
         else:
             print(*plot_run(helper_report.check_run(runs[0])), sep="\n")

@@ -21,7 +21,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from helper_files import atomic_write, read_events
 
-STRIP = 18  # px of label strip above each GIF frame, so the label hides no sample
+LABEL_PX = 14   # text on generate.py's pictures: a truncation row's psi, nearest.png's titles
+GAP = 8         # px of white between nearest.png's samples and their nearest training images
 # Settings that say where or how a run was kept, not what was trained: not worth a label.
 NOT_RECIPE = {"out", "data_dir", "cache_dir", "resume", "overwrite", "num_workers", "log_every",
               "plot_every", "device", "device_used", "torch", "host"}
@@ -94,6 +95,71 @@ def grid_image(images, nrow=8, padding=2):
     return grid.permute(1, 2, 0).numpy()
 
 
+def font(px):
+    return ImageFont.load_default(size=px)
+
+
+def fitting_font(text, width, px):
+    """The default font at px, smaller (down to 8 px) where text would be wider than width."""
+    while px > 8 and font(px).getlength(text) > width:
+        px -= 1
+    return font(px)
+
+
+def label_rows(grid, labels, px=LABEL_PX):
+    """A grid (rows x cols x 3 uint8, as grid_image draws it) with a white strip on
+    its left that names each of its rows, e.g. "psi 0.5"."""
+    image, pad = Image.fromarray(grid), px // 2
+    width = round(max(font(px).getlength(t) for t in labels)) + 2 * pad
+    out = Image.new("RGB", (width + image.width, image.height), "white")
+    out.paste(image, (width, 0))
+    draw, row = ImageDraw.Draw(out), image.height / len(labels)
+    for i, text in enumerate(labels):
+        draw.text((pad, round((i + 0.5) * row)), text, fill="black", font=font(px), anchor="lm")
+    return out
+
+
+def title_height(px=LABEL_PX):
+    return px + px // 2 + 4
+
+
+def titled(image, titles, px=LABEL_PX):
+    """A PIL image under a white strip of titles: (left, width, text) each, centred over its part."""
+    strip = title_height(px)
+    out = Image.new("RGB", (image.width, image.height + strip), "white")
+    out.paste(image, (0, strip))
+    draw = ImageDraw.Draw(out)
+    for left, width, text in titles:
+        draw.text((left + width / 2, strip / 2), text, fill="black", anchor="mm",
+                  font=fitting_font(text, width - 4, px))
+    return out
+
+
+def beside(left, right, titles, gap=GAP, px=LABEL_PX):
+    """Two grids (arrays) of one height side by side, GAP px of white between them,
+    each under its title: nearest.png's samples and their nearest training images."""
+    left, right = Image.fromarray(left), Image.fromarray(right)
+    body = Image.new("RGB", (left.width + gap + right.width, max(left.height, right.height)), "white")
+    body.paste(left, (0, 0))
+    body.paste(right, (left.width + gap, 0))
+    return titled(body, [(0, left.width, titles[0]), (left.width + gap, right.width, titles[1])], px)
+
+
+def epoch_labels(run_dir):
+    """{epoch: "epoch N"} for the run's epochs, or "epoch N (of B batches)" when
+    --max-batches cut its epochs short (or they were not all of one length): "epoch 3"
+    alone would read as three passes over the data."""
+    cfg, ends = read_config(run_dir), {e["epoch"]: e["step"] for e in _events(run_dir, "epoch")
+                                       if isinstance(e.get("epoch"), int) and isinstance(e.get("step"), int)}
+    batches = {n: step - ends.get(n - 1, 0) for n, step in ends.items()}
+    short = cfg.get("max_batches") or len(set(batches.values())) > 1
+    labels = {}
+    for n in {*ends, *(n for n, _ in grids(run_dir))}:
+        b = batches.get(n) or cfg.get("max_batches")
+        labels[n] = f"epoch {n} (of {b} batches)" if short and b else f"epoch {n}"
+    return labels
+
+
 # ---------------------------------------------------------------- the progress GIF
 
 def save_gif(frames, path, seconds_per_frame=0.25, last_pause=2.0):
@@ -109,14 +175,25 @@ def save_gif(frames, path, seconds_per_frame=0.25, last_pause=2.0):
         optimize=True))
 
 
-def _labelled(path, epoch, size):
+def label_px(width):
+    """The GIF's label text in proportion to its frame: 20 px on a 400 px frame."""
+    return max(12, round(width / 20))
+
+
+def strip_height(width):
+    """px of label strip above each GIF frame of this width, so the label hides no sample."""
+    return round(1.5 * label_px(width))
+
+
+def _labelled(path, label, size):
     """One grid scaled to size, under a white strip that names its epoch."""
     with Image.open(path) as im:
         grid = im.convert("RGB").resize(size, Image.LANCZOS)
-    frame = Image.new("RGB", (size[0], size[1] + STRIP), "white")
-    frame.paste(grid, (0, STRIP))
-    ImageDraw.Draw(frame).text((4, 2), f"epoch {epoch}", fill="black",
-                               font=ImageFont.load_default(size=13))
+    strip = strip_height(size[0])
+    frame = Image.new("RGB", (size[0], size[1] + strip), "white")
+    frame.paste(grid, (0, strip))
+    ImageDraw.Draw(frame).text((strip // 4, strip / 2), label, fill="black", anchor="lm",
+                               font=fitting_font(label, size[0] - strip // 2, label_px(size[0])))
     return frame
 
 
@@ -133,7 +210,8 @@ def write_progress_gif(run_dir, max_frames=40, max_side=400):
         w, h = im.size
     scale = min(1.0, max_side / max(w, h))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    frames = [_labelled(found[i][1], found[i][0], size) for i in picks]
+    labels = epoch_labels(run_dir)
+    frames = [_labelled(found[i][1], labels[found[i][0]], size) for i in picks]
     return save_gif(frames, Path(run_dir) / "progress.gif")
 
 

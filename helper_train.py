@@ -207,7 +207,7 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
         return status
 
     try:
-        with StopSignals() as stop:
+        with StopSignals(on_quit=lambda: ended("quit")) as stop:
             while state.epoch < cfg["epochs"]:
                 epoch_start = time.time()
                 status = run_epoch(stop)
@@ -242,6 +242,9 @@ def end_run(status, state, cfg, run_dir, log):
         print(f"saving checkpoint at epoch {state.epoch + 1} batch {state.batch}", flush=True)
         save_checkpoint(state.state_dict(cfg), run_dir / "checkpoint.pt")
         log.event(event=status, epoch=state.epoch + 1, batch=state.batch, step=state.step)
+    elif status == "quit":   # a second Ctrl-C or SIGTERM, mid-batch: helper_cli.run says what is kept
+        log.event(event="interrupted", epoch=state.epoch + 1, batch=state.batch, step=state.step,
+                  message="quit at once (a second signal): the last finished epoch's checkpoint is kept")
 
 
 def log_rows(values, state, log, health, cfg):
@@ -283,11 +286,15 @@ def next_try(state, cfg):
 class StopSignals:
     """First Ctrl-C (SIGINT) or SIGTERM (what `timeout`, docker stop and batch
     schedulers send): finish the batch, save, stop (exit code 130 for both, the
-    code of an interrupted run). Second: quit at once. The loop asks for the
-    same stop when --time-budget runs out (request("time_budget")). `reason`:
+    code of an interrupted run). Second: quit at once (KeyboardInterrupt), after
+    on_quit() has recorded it. The loop asks for the same stop as the first
+    signal when --time-budget runs out (request("time_budget")). `reason`:
     None, "time_budget" or "interrupted" (a signal wins over the budget)."""
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
     REASONS = (None, "time_budget", "interrupted")   # in rising precedence
+
+    def __init__(self, on_quit=lambda: None):
+        self.on_quit = on_quit
 
     def __enter__(self):
         self.reason, self.previous = None, {}
@@ -307,9 +314,11 @@ class StopSignals:
         print(f"\n{name}: stopping after this batch and saving (Ctrl-C again quits at once)",
               file=sys.stderr, flush=True)
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, *exc):
         for s, handler in self.previous.items():
             signal.signal(s, handler)
+        if kind is KeyboardInterrupt:
+            self.on_quit()
         return False
 
 

@@ -55,8 +55,9 @@ PRESETS["best"] = {**PRESETS["lecture"], "out": "runs/celeba_dcgan_best", "init"
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p, PRESETS["lecture"])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    add_common_args(p, PRESETS)
     a = flag_adder(p, PRESETS["lecture"])
     a("--dataset", choices=RGB_SETS, help="celeba, folder (any images under --data-dir), cifar10 or stacked-mnist "
                                           "(three MNIST digits as R, G, B: 1000 modes, from DIR/MNIST)")

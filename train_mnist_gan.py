@@ -59,8 +59,9 @@ def widths(text):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_args(p, PRESETS["lecture"])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    add_common_args(p, PRESETS)
     a = flag_adder(p, PRESETS["lecture"])
     a("--dataset", choices=list(IDX_SETS),
       help="in DIR/MNIST/raw, DIR/FashionMNIST/raw or DIR/KMNIST/raw (torchvision's layout)")

@@ -26,7 +26,7 @@ import helper_health
 import helper_plot
 import train_celeba_dcgan
 import train_mnist_gan
-from conftest import ROOT, dcgan_argv, load_ckpt, make_faces, mnist_argv, run_main
+from conftest import ROOT, dcgan_argv, load_ckpt, make_faces, mnist_argv, read_events, run_main
 from test_safety import assert_one_line, full_disk_at, snapshot
 
 MNIST, CELEBA = train_mnist_gan.main, train_celeba_dcgan.main
@@ -225,6 +225,23 @@ def test_a_second_signal_during_the_save_quits_in_one_line(sig, mnist_root, paus
     assert code == 130 and "Traceback" not in err, err[-3000:]
     assert lines[-1].startswith("quit at once: the checkpoint of the last finished epoch is kept")
     assert load_ckpt(out)["epoch"] == 1 and not list(out.glob("*.tmp*"))
+    assert [e["event"] for e in read_events(out)][-1] == "interrupted"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_double_signal_mid_batch_leaves_an_interrupted_event(sig, mnist_root, paused_run, tmp_path):
+    """Two Ctrl-C (or SIGTERM) in one batch: out at once, and events.jsonl says so."""
+    out = tmp_path / "run"
+    proc, _ = paused_run(mnist_argv(mnist_root, out, epochs=3))    # paused in epoch 2, batch 2
+    proc.send_signal(sig)
+    time.sleep(0.5)                                    # the first one's handler has run
+    proc.send_signal(sig)
+    code, err = finish(proc)
+    assert code == 130 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("quit at once")
+    last = read_events(out)[-1]
+    assert (last["event"], last["epoch"], last["batch"]) == ("interrupted", 2, 1), last
+    assert "quit at once" in last["message"]
 
 
 # ---------------------------------------------------------------- 9: a name longer than the file system allows

@@ -11,6 +11,7 @@ from PIL import Image
 import generate
 import train_celeba_dcgan
 from conftest import dcgan_argv, make_celeba, png_array, run_main
+import helper_report
 from helper_data import to_float
 from helper_checkpoint import load_generator
 from models import sample, samples_of
@@ -35,6 +36,17 @@ def cell(grid, row, col, size=56):
     """One image of a grid PNG (H x W x 3 uint8), padding 2, undoubled to 28 x 28."""
     y, x = 2 + row * (size + 2), 2 + col * (size + 2)
     return grid[y:y + size:2, x:x + size:2]
+
+
+def nearest_parts(path, cell_size=CELL):
+    """nearest.png as (its samples' column, their neighbours' grid), checking what
+    lies between: a title strip with text over both, a white gap between them."""
+    image, top = png_array(path), helper_report.title_height()
+    left, gap = cell_size + 2, helper_report.GAP
+    assert (image[top:, left:left + gap] == 255).all()                     # the gap: white, full height
+    titles = image[:top] < 100
+    assert titles[:, :left].any() and titles[:, left + gap:].any()          # "sample", "its K nearest ..."
+    return image[top:, :left], image[top:, left + gap:]
 
 
 def as_png_pixels(images):
@@ -137,8 +149,11 @@ def test_truncation_rows_and_spread(mnist_run, tmp_path, capsys):
                                "--out", tmp_path / "t.png"], capsys)
     assert code == 0, err
     assert "row 1: psi 0.05" in out and "row 2: psi 1" in out and "row 3: psi 3" in out
-    grid = png_array(tmp_path / "t.png")
+    image = png_array(tmp_path / "t.png")
+    strip = image.shape[1] - (12 * CELL + 2)                 # each row's psi, on its left
+    grid, labels = image[:, strip:], image[:, :strip] < 100
     assert grid.shape == (3 * CELL + 2, 12 * CELL + 2, 3)                    # a row per psi
+    assert all(labels[2 + r * CELL:(r + 1) * CELL].any() for r in range(3)) and (image[:, :strip] > 200).mean() > 0.8
     rows = np.stack([[cell(grid, r, c)[..., 0] for c in range(12)] for r in range(3)]).astype(float)
     spread = rows.std(axis=1).mean(axis=(1, 2))             # across the samples of each row
     assert spread[0] < spread[1] < spread[2]
@@ -146,7 +161,9 @@ def test_truncation_rows_and_spread(mnist_run, tmp_path, capsys):
     code, out, err = gen_main([mnist_run, "--truncation", 0.5, "--num", 10, "--out", tmp_path / "one.png"],
                               capsys)
     assert code == 0 and "10 samples at psi 0.5" in out
-    assert png_array(tmp_path / "one.png").shape == (2 * CELL + 2, 8 * CELL + 2, 3)   # --nrow 8
+    one, top = png_array(tmp_path / "one.png"), helper_report.title_height()
+    assert one.shape == (top + 2 * CELL + 2, 8 * CELL + 2, 3)   # --nrow 8, under "psi 0.5"
+    assert (one[:top] < 100).any()
 
 
 # ---------------------------------------------------------------- --nearest
@@ -158,7 +175,9 @@ def test_nearest_in_classifier_features(mnist_run, mnist_root, tmp_path, capsys,
     assert code == 0, err
     assert fake_classifier == [(str(mnist_root), str(tmp_path / "xdg" / "gan-lecture"))]   # never the run's cache
     assert "mnist classifier features" in out and "mean distance" in out
-    assert png_array(tmp_path / "n.png").shape == (5 * CELL + 2, 3 * CELL + 2, 3)   # sample + 2 nearest
+    samples_png, neighbours_png = nearest_parts(tmp_path / "n.png")
+    assert samples_png.shape == (5 * CELL + 2, CELL + 2, 3)                 # the samples, apart
+    assert neighbours_png.shape == (5 * CELL + 2, 2 * CELL + 2, 3)          # 2 nearest of each
     samples, train, idx, dist = nearest_spy[0]
     assert train.shape == (192, 1, 28, 28) and train.dtype == torch.uint8   # the fake MNIST, as stored
     feats = PooledPixels().features
@@ -184,9 +203,9 @@ def test_nearest_finds_a_planted_copy_in_features(mnist_run, tmp_path, capsys, m
     _, _, idx, dist = nearest_spy[0]
     assert idx.shape == (8, 3) and idx[5, 0] == 17 and dist[5, 0] < 1e-5
     assert (dist[:, 1:] > 1e-3).all()
-    grid = png_array(tmp_path / "n.png")
-    assert grid.shape == (8 * CELL + 2, 4 * CELL + 2, 3)                    # --num 8, K 3 by default
-    assert np.array_equal(cell(grid, 5, 0), cell(grid, 5, 1))               # the copy sits beside it
+    samples_png, neighbours_png = nearest_parts(tmp_path / "n.png")
+    assert neighbours_png.shape == (8 * CELL + 2, 3 * CELL + 2, 3)          # --num 8, K 3 by default
+    assert np.array_equal(cell(samples_png, 5, 0), cell(neighbours_png, 5, 0))   # the copy, first
 
 
 def test_nearest_in_pixels_for_faces(dcgan_run, tmp_path, capsys, monkeypatch, nearest_spy):
@@ -196,8 +215,9 @@ def test_nearest_in_pixels_for_faces(dcgan_run, tmp_path, capsys, monkeypatch, n
     code, out, err = gen_main([dcgan_run, "--nearest", 2, "--num", 3, "--out", tmp_path / "n.png"], capsys)
     assert code == 0, err
     assert "(pixels)" in out
-    with Image.open(tmp_path / "n.png") as im:
-        assert im.size == (3 * 34 + 2, 3 * 34 + 2)                          # 32 x 32 faces, 2 px padding
+    samples_png, neighbours_png = nearest_parts(tmp_path / "n.png", cell_size=34)
+    assert samples_png.shape == (3 * 34 + 2, 36, 3)                         # 32 x 32 faces, 2 px padding
+    assert neighbours_png.shape == (3 * 34 + 2, 2 * 34 + 2, 3)
     samples, train, idx, dist = nearest_spy[0]
     assert train.shape == (8, 3, 32, 32) and train.dtype == torch.uint8     # the run's cached faces
     d = torch.cdist(samples.flatten(1), to_float(train).flatten(1))

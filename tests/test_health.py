@@ -1,9 +1,13 @@
 """The training-health monitor on synthetic loss streams and sample batches:
 it reports each episode's start and end once, and stays silent on healthy data."""
+import json
+
 import numpy as np
 import torch
 
 import helper_health as hh
+import train_mnist_gan
+from conftest import mnist_argv, read_events, run_main
 from helper_health import HealthMonitor
 
 
@@ -84,3 +88,41 @@ def test_replay_on_a_run_folder(tmp_path):
             f.write(",".join(map(str, r)) + "\n")
     messages = hh.replay(tmp_path)
     assert any("dominates" in m for m in messages) and any("ended" in m for m in messages)
+
+
+def test_an_ongoing_warning_is_not_new_after_a_resume(mnist_root, tmp_path, monkeypatch, capsys):
+    """D "dominates" from the first batches and never stops (thresholds patched):
+    reported once before the checkpoint, and not again after --resume."""
+    monkeypatch.setattr(hh, "WINDOW", 2)
+    monkeypatch.setattr(hh, "D_LOSS_FLOOR", 1e9)
+    out = tmp_path / "run"
+    assert run_main(train_mnist_gan.main, mnist_argv(mnist_root, out, epochs=2))[0] == 0
+    assert [e["step"] for e in read_events(out) if e["event"] == "warning"] == [1]
+    code, stdout, _ = run_main(train_mnist_gan.main, ["--resume", "--out", out, "--epochs", 3], capsys)
+    assert code == 0 and "warning:" not in stdout
+    assert [e["step"] for e in read_events(out) if e["event"] == "warning"] == [1]
+
+
+def test_restore_equals_the_monitor_that_ran(tmp_path):
+    """A monitor restored at step 300 is in the state of one that saw those 300
+    batches: D has dominated since step 109 and the samples collapsed after epoch 3;
+    neither is said again, and the dominance ends after as many batches as it would have."""
+    g, d = healthy(400)
+    d[100:320], g[100:320] = 0.003, 11.0
+    all_rows, ratios = rows(g, d), {1: 0.9, 2: 0.9, 3: 0.01}
+    (tmp_path / "metrics.csv").write_text("step,epoch,batch,g_loss,d_loss,d_acc_real,d_acc_fake\n" + "".join(
+        ",".join(map(str, r)) + "\n" for r in all_rows))
+    (tmp_path / "events.jsonl").write_text("".join(
+        json.dumps({"event": "epoch", "epoch": e, "step": 100 * e, "spread_ratio": r}) + "\n"
+        for e, r in ratios.items()))
+    ran = HealthMonitor(real_batch())
+    for e, r in ratios.items():
+        assert ran.update(all_rows[100 * (e - 1):100 * e]) or e == 1
+        assert ran._check_ratio(r, e) or e < 3
+    restored = HealthMonitor(real_batch())
+    restored.restore(tmp_path, 300)
+    collapsed = real_batch()[:1].expand(64, -1, -1, -1)
+    assert restored.check_samples(collapsed, 4)[1] == ran.check_samples(collapsed, 4)[1] == []
+    later = restored.update(all_rows[300:])
+    assert later == ran.update(all_rows[300:]), later
+    assert [m.ended for m in later] == [True] * 3 and "after 212 batches" in later[1]

@@ -53,7 +53,7 @@ def test_evaluate_cli_prints_samples_and_floor(mnist_with_classifier, tmp_path, 
 
 def test_evaluate_cli_missing_run_is_one_line(tmp_path, capsys):
     code, _, err = run_main(evaluate.main, [tmp_path / "nothing"], capsys)
-    assert code != 0 and "no checkpoint" in err and "Traceback" not in err
+    assert code == 2 and "no checkpoint" in err and "Traceback" not in err
 
 
 def test_ablate_writes_table_and_grids(mnist_with_classifier, tmp_path, capsys):
@@ -70,6 +70,33 @@ def test_ablate_writes_table_and_grids(mnist_with_classifier, tmp_path, capsys):
     assert result["runs"]["best"][0]["epochs"] == 1.0
     assert (out / "lecture_vs_best.png").exists()
     assert json.loads((out / "best" / "seed1" / "config.json").read_text())["g_hidden"] == [256, 512, 1024]
+    assert "±" not in table and "one seed, so no spread" in table        # one seed: no spread shown
+    wrote = [line for line in printed.splitlines() if line.startswith("wrote ")]
+    assert wrote and all(str(out / f) in wrote[-1] for f in ("ablation.md", "ablation.json",
+                                                               "compare/compare.html", "lecture_vs_best.png"))
+
+
+def test_ablate_refuses_earlier_output_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "ablation"
+    (out / "lecture" / "seed1").mkdir(parents=True)
+    (out / "lecture" / "seed1" / "events.jsonl").write_text("")
+    argv = ["--data-dir", tmp_path / "no-data", "--out", out, "--variants", "lecture", "--seeds", 1]
+    for earlier in ("lecture/seed1/events.jsonl", "ablation.md"):
+        if earlier == "ablation.md":
+            (out / "ablation.md").write_text("an earlier table")
+        code, _, err = run_main(ablate.main, argv, capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and str(out / earlier) in lines[-1] and "--overwrite" in lines[-1], err
+        assert "Traceback" not in err and "error" not in "".join(lines[:-1])
+    assert (out / "ablation.md").read_text() == "an earlier table"
+
+
+def test_ablate_table_shows_a_spread_only_over_several_seeds():
+    one = ablate.summarize({"v": [{"fid": 3.0, "epochs": 1.0, "train_seconds": 2.0, "warnings": 0.0}]}, ["fid"])
+    two = ablate.summarize({"v": [{"fid": 3.0, "epochs": 1.0, "train_seconds": 2.0, "warnings": 0.0},
+                                  {"fid": 5.0, "epochs": 1.0, "train_seconds": 2.0, "warnings": 0.0}]}, ["fid"])
+    assert "| v | 1 | 3.000 | 1.0 |" in ablate.markdown(one, ["fid"], "h")
+    assert "| v | 2 | 4.000 ± 1.000 | 1.0 |" in ablate.markdown(two, ["fid"], "h")
 
 
 def test_ablate_trains_two_at_a_time_with_the_cores_split(mnist_with_classifier, tmp_path, capsys,

@@ -132,7 +132,7 @@ def closest_epoch(frame, run, candidates, size):
     def distance(e):
         with Image.open(run / "grids" / f"epoch_{e:03d}.png") as im:
             want = np.asarray(im.convert("RGB").resize(size, Image.LANCZOS), dtype=float)
-        return np.abs(frame[helper_report.STRIP:] - want).mean()
+        return np.abs(frame[helper_report.strip_height(size[0]):] - want).mean()
     return min(candidates, key=distance)
 
 
@@ -144,8 +144,8 @@ def test_progress_gif_of_100_epochs_is_capped_labelled_and_small(tmp_path):
     assert ms[-1] > ms[0] and len(set(ms[:-1])) == 1
     assert path.stat().st_size < 2e6, path.stat().st_size   # fit for a README
     h, w, _ = frames[0].shape
-    assert (w, h) == (242, 242 + helper_report.STRIP)        # the label strip sits above the grid
-    strip = frames[0][:helper_report.STRIP]
+    assert (w, h) == (242, 242 + helper_report.strip_height(242))   # the label strip sits above the grid
+    strip = frames[0][:helper_report.strip_height(242)]
     assert (strip < 100).any() and (strip > 200).mean() > 0.8  # dark text on white
     assert closest_epoch(frames[0], run, [1, 2, 3], (242, 242)) == 1
     assert closest_epoch(frames[-1], run, [98, 99, 100], (242, 242)) == 100
@@ -154,11 +154,32 @@ def test_progress_gif_of_100_epochs_is_capped_labelled_and_small(tmp_path):
 def test_progress_gif_scales_big_grids_down_and_needs_grids(tmp_path):
     run = make_run(tmp_path / "run", epochs=3, batches=1, events=[], grid_side=530)
     frames, _, _ = gif_frames(helper_report.write_progress_gif(run, max_side=400))
-    assert len(frames) == 3 and frames[0].shape == (400 + helper_report.STRIP, 400, 3)
+    strip = helper_report.strip_height(400)
+    assert len(frames) == 3 and frames[0].shape == (400 + strip, 400, 3)
+    text_rows = np.flatnonzero((frames[0][:strip] < 100).any(axis=(1, 2)))
+    assert text_rows.max() - text_rows.min() + 1 >= 400 / 25   # the label grows with the frame
     shutil.rmtree(run / "grids")
     assert helper_report.write_progress_gif(run) is None
     with pytest.raises(ValueError):
         helper_report.write_progress_gif(run, max_frames=1)
+
+
+def test_shortened_epochs_say_so_where_epochs_are_labelled(tmp_path, monkeypatch):
+    """With --max-batches "epoch 3" is 3 short epochs: the labels say how short."""
+    full = make_run(tmp_path / "full", epochs=3, batches=4)
+    short = make_run(tmp_path / "short", epochs=3, batches=4, config={"max_batches": 4})
+    assert helper_report.epoch_labels(full) == {1: "epoch 1", 2: "epoch 2", 3: "epoch 3"}
+    assert helper_report.epoch_labels(short) == {e: f"epoch {e} (of 4 batches)" for e in (1, 2, 3)}
+    titles = []
+    monkeypatch.setattr(helper_plot, "side_by_side", lambda paths, names, out, **kw: titles.extend(names))
+    helper_plot.plot_run(short)                               # progress.png, real_vs_fake.png
+    assert "epoch 3 (of 4 batches)" in titles and "generated (epoch 3 (of 4 batches))" in titles
+    strips = []
+    for run in (full, short):                                 # the GIF's label is longer, not cut
+        frame = gif_frames(helper_report.write_progress_gif(run))[0][-1]
+        dark = np.flatnonzero((frame[:helper_report.strip_height(242)] < 100).any(axis=(0, 2)))
+        strips.append(dark.max())
+    assert strips[1] > strips[0] * 2 and strips[1] < 242
 
 
 # ---------------------------------------------------------------- the report page
@@ -274,6 +295,19 @@ def test_compare_links_each_report_relative_to_the_out_folder(run, tmp_path):
 
 
 # ---------------------------------------------------------------- command line
+
+def test_compare_refuses_an_earlier_comparison_without_overwrite(tmp_path, capsys):
+    run = make_run(tmp_path / "r", epochs=1)
+    assert helper_plot.main(["compare", run, "--out", tmp_path / "cmp"]) is None
+    (tmp_path / "cmp" / "compare.html").write_text("kept")
+    with pytest.raises(SystemExit) as e:
+        helper_plot.main(["compare", run, "--out", tmp_path / "cmp"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(lines) == 1 and "--overwrite" in lines[0], lines
+    assert (tmp_path / "cmp" / "compare.html").read_text() == "kept"
+    helper_plot.main(["compare", run, "--out", tmp_path / "cmp", "--overwrite"])
+    assert "<html" in (tmp_path / "cmp" / "compare.html").read_text()
+
 
 def test_main_writes_gif_and_report_and_refuses_a_folder_that_is_no_run(tmp_path, capsys):
     run = make_run(tmp_path / "runs" / "r", epochs=2)

@@ -230,8 +230,8 @@ def test_malformed_checkpoints_are_refused_in_one_line(case, change, phrase, for
     if not for_sampling:                            # sampling needs only the config and G's weights
         assert code == 0 and (tmp_path / "x.pt").is_file()
         return
-    assert_one_line(code, err, 1, phrase)
-    assert_one_line(*run_main(evaluate.main, [run_copy, "--num", 10], capsys)[::2], 1, phrase)
+    assert_one_line(code, err, 2, phrase)          # bad input, as in training
+    assert_one_line(*run_main(evaluate.main, [run_copy, "--num", 10], capsys)[::2], 2, phrase)
     assert not (tmp_path / "x.pt").exists()
 
 
