@@ -169,6 +169,10 @@ def test_training_with_tensorboard_matches_metrics_csv_across_a_resume(mnist_roo
     pytest.importorskip("tensorboard")
     out = tmp_path / "run"
     assert run_main(train_mnist_gan.main, mnist_argv(mnist_root, out, "--tensorboard", epochs=1))[0] == 0
+    # TensorBoard reads event files in name order: events.out.tfevents.<second>.<host>.<pid>.<n>.
+    # Two writers of one process in the same second sort by n as text (".10" before ".9"), which
+    # only a test can do; a new second keeps the resumed file after the first.
+    time.sleep(1.1)
     assert run_main(train_mnist_gan.main, ["--resume", "--out", out, "--epochs", 2])[0] == 0
     m = metric_values(out)
     acc = read_tb(out)
