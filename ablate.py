@@ -146,8 +146,7 @@ def score(run_dir, ref, num, standard=None):
     gen, cfg = load_generator(run_dir)
     scores = ref.scores(samples_of(gen, cfg["latent_dim"], num))
     if standard is not None:
-        more = standard.scores(samples_of(gen, cfg["latent_dim"], standard.protocol["samples"]))
-        scores.update({f"inception_{k}": v for k, v in more.items()})
+        scores.update(standard.of_generator(gen, cfg["latent_dim"]))
     epochs = read_events(run_dir, "epoch")
     scores["epochs"] = float(len(epochs))
     scores["train_seconds"] = float(sum(e["seconds"] for e in epochs))

@@ -30,7 +30,7 @@ from torch import nn
 
 # one rule for every cache: beside the data or ~/.cache
 from helper_data import IDX_SETS, DataError, dataset_images, default_cache_dir, read_idx_set, to_float
-from helper_features import NETWORK, RESIZE, cached_features, feature_scores
+from helper_features import KID_SUBSET_SIZE, KID_SUBSETS, NETWORK, PR_K, RESIZE, cached_features, feature_scores
 from helper_files import atomic_write
 from models import samples_of
 
@@ -451,14 +451,21 @@ class InceptionReference:
         self.floor_feats = cached_features(net, other, cache_dir, log)
         self.protocol = {"network": NETWORK, "samples": num, "reference": f"{cfg['dataset']}: {where}",
                          "resize": RESIZE + (", grey repeated to RGB" if ref.shape[1] == 1 else ""),
-                         "kid": "unbiased MMD^2, kernel (a.b/d + 1)^3, 100 subsets of up to 1000",
-                         "precision_recall": "k = 3 nearest neighbours"}
+                         "kid": f"unbiased MMD^2, kernel (a.b/d + 1)^3, {KID_SUBSETS} subsets of up to "
+                                f"{KID_SUBSET_SIZE}",
+                         "precision_recall": f"k = {PR_K} nearest neighbours"}
 
     def scores(self, images):
         return feature_scores(self.net(images, self.log), self.feats, self.seed)
 
     def floor(self):
         return feature_scores(self.floor_feats, self.feats, self.seed)
+
+    def of_generator(self, gen, latent_dim):
+        """The scores of `protocol["samples"]` samples of `gen`, keys prefixed "inception_"
+        (as evaluations during training and ablate.py's tables hold them)."""
+        more = self.scores(samples_of(gen, latent_dim, self.protocol["samples"]))
+        return {f"inception_{k}": v for k, v in more.items()}
 
 
 def make_evaluator(cfg, inception=None):
@@ -477,8 +484,7 @@ def make_evaluator(cfg, inception=None):
     def evaluate(gen):
         scores = ref.scores(samples_of(gen, cfg["latent_dim"], num))
         if standard is not None:
-            more = standard.scores(samples_of(gen, cfg["latent_dim"], cfg["eval_inception"]))
-            scores.update({f"inception_{k}": v for k, v in more.items()})
+            scores.update(standard.of_generator(gen, cfg["latent_dim"]))
         return {k: v for k, v in scores.items() if isinstance(v, float)}
     return evaluate
 
