@@ -46,7 +46,7 @@ VARIANTS = {
                  "--dropout", "0", "--batch-size", "64"],
         "best": ["--preset", "best"],                        # with R1 gamma 0.1
         # the other losses and regularisers, each on the best preset; a typed --loss brings
-        # its own Adam settings (helper_losses.LOSS_DEFAULTS); label smoothing is BCE-only
+        # its own Adam settings (helper_flags.LOSS_DEFAULTS); label smoothing is BCE-only
         "best_no_r1": ["--preset", "best", "--r1", "0"],
         "best_hinge_sn": ["--preset", "best", "--label-smoothing", "0", "--loss", "hinge",
                           "--spectral-norm"],

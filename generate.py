@@ -40,9 +40,10 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from helper_checkpoint import load_generator, pick_device  # noqa: E402
-from helper_data import IDX_SETS, DataError, data_of_run, dataset_images  # noqa: E402
+from helper_data import DataError, data_of_run, dataset_images  # noqa: E402
 from helper_eval import load_mnist_classifier  # noqa: E402
 from helper_files import RunError, check_output_file  # noqa: E402
+from helper_flags import IDX_SETS  # noqa: E402
 from helper_explore import interpolation_frames, interpolation_noise, nearest, nearest_grid, truncation_rows  # noqa: E402
 from helper_plot import readable, save_grid, save_image  # noqa: E402
 from helper_report import beside, grid_image, label_rows, save_gif, titled  # noqa: E402

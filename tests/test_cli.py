@@ -306,3 +306,27 @@ def test_threads_follow_the_users_setting(given, env, preset, expected, monkeypa
         assert torch.get_num_threads() == expected
     finally:
         torch.set_num_threads(before)
+
+
+# What a script's `main` sees of --help and of a flag argparse refuses, in a fresh
+# interpreter: the answer comes before torch (or numpy, or matplotlib) is imported.
+NO_TORCH_YET = """
+import sys
+import {script}
+try:
+    {script}.main({argv!r})
+except SystemExit as e:
+    print("exit", e.code)
+print("loaded", sorted(m for m in ("torch", "numpy", "matplotlib") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("script", ["train_mnist_gan", "train_celeba_dcgan"])
+@pytest.mark.parametrize("argv, code", [(["--help"], 0), (["--epochs", "x"], 2), (["--epoch", "1"], 2)])
+def test_help_and_flag_errors_answer_before_torch_loads(script, argv, code):
+    done = subprocess.run([sys.executable, "-c", NO_TORCH_YET.format(script=script, argv=argv)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert f"exit {code}" in done.stdout, done.stdout + done.stderr
+    assert "loaded []" in done.stdout, done.stdout
+    if code:
+        assert_one_line_error(code, done.stderr, code)

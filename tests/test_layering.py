@@ -7,7 +7,8 @@ import ast
 from conftest import ROOT
 
 LAYERS = [
-    {"models", "helper_files", "helper_losses", "helper_augment", "helper_explore",   # no project imports
+    {"helper_flags"},                                         # flags and names, without torch
+    {"models", "helper_files", "helper_losses", "helper_augment", "helper_explore",   # leaves
      "helper_schedule"},
     {"helper_data", "helper_report", "helper_features"},      # data; grids and pages; feature scores
     {"helper_plot", "helper_tensorboard", "helper_checkpoint"},  # plots, TensorBoard; configs, checkpoints
@@ -18,6 +19,9 @@ LAYERS = [
     {"generate", "evaluate", "ablate", "bench"},              # tools over trained runs
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
+# The one import allowed inside a function: a training script parses its flags
+# first (helper_flags, no torch), so --help and a mistyped flag answer at once.
+DEFERRED = {("train_mnist_gan", "helper_cli"), ("train_celeba_dcgan", "helper_cli")}
 
 
 def project_imports(tree, modules):
@@ -46,7 +50,7 @@ def test_imports_go_down_and_sit_at_the_top():
         tree = ast.parse(path.read_text(), filename=str(path))
         for name, line, at_top in project_imports(tree, modules):
             where = f"{path.name}:{line} imports {name}"
-            if not at_top:
+            if not at_top and (path.stem, name) not in DEFERRED:
                 problems.append(f"{where} inside a function or block")
             if LAYER[name] >= LAYER[path.stem]:
                 problems.append(f"{where}, which is not in a lower layer")

@@ -8,7 +8,8 @@ from torch import nn
 
 from helper_augment import (POLICIES, color, cutout, diff_augment, erase, parse_policy, shift,
                             translation)
-from helper_losses import (LOSS_DEFAULTS, LOSSES, clip_weights_, d_accuracy, d_loss, g_loss,
+from helper_flags import LOSS_DEFAULTS
+from helper_losses import (LOSSES, clip_weights_, d_accuracy, d_loss, g_loss,
                            gradient_penalty, r1_penalty, r2_penalty, spectral_norm_)
 
 
