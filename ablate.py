@@ -11,8 +11,8 @@ the results offline (evaluate.py's metrics) and write a table.
 
 Every run is an ordinary training run (`OUT/VARIANT/seedN/`), one after the
 other so they do not share the CPU; `--parallel 2` trains two at a time with
-the cores split between them (OMP_NUM_THREADS), so two runs side by side see
-the same machine. The table goes to OUT/ablation.md and OUT/ablation.json;
+the cores split between them (OMP_NUM_THREADS), seed by seed, so that two
+variants side by side see the same machine. The table goes to OUT/ablation.md and OUT/ablation.json;
 OUT/lecture_vs_best.png shows both presets' final grids. `--inception N` adds
 the standard scores (evaluate.py --inception) on N samples per run. An --out that
 already holds an ablation (its table, or one of the runs to train) is refused
@@ -99,9 +99,10 @@ STANDARD_KEYS = ["inception_fid", "inception_kid_x1e3", "inception_precision", "
 
 
 def train_all(dataset, variants, args):
-    """Every variant and seed as its own process, args.parallel at a time, in
-    order; returns {variant: [run folder per seed]}. Exits at the first failure."""
-    jobs = [(v, s) for v in variants for s in args.seeds]
+    """Every variant and seed as its own process, args.parallel at a time, seed
+    by seed, so that runs side by side are different variants on the same
+    machine load; returns {variant: [run folder per seed]}. Exits at the first failure."""
+    jobs = [(v, s) for s in args.seeds for v in variants]
     env = dict(os.environ)
     if args.parallel > 1:   # split the cores; a user's own setting wins
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.parallel)))
