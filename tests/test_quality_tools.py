@@ -1,6 +1,7 @@
 """evaluate.py, --eval-every and ablate.py end to end on tiny fake MNIST. The
 metric functions themselves are tested in test_eval.py; here the classifier is
 trained on the fake data in a few steps (into the fixture's writable cache)."""
+import argparse
 import json
 
 import pytest
@@ -117,6 +118,30 @@ def test_ablate_trains_two_at_a_time_with_the_cores_split(mnist_with_classifier,
         log = (out / variant / "seed1.log").read_text()
         assert "2 threads" in log and "done after" in log   # OMP_NUM_THREADS wins over the preset's 1
     assert json.loads((out / "best" / "seed1" / "config.json").read_text())["g_batchnorm"] is True
+
+
+def test_ablate_in_parallel_puts_the_variants_of_one_seed_side_by_side(tmp_path, monkeypatch):
+    """With --parallel 2 the runs that share the machine are two variants of one seed, so a
+    change in the load hits both sides of the comparison, not one variant's seeds."""
+    batches, running = [], []
+
+    class Done:
+        returncode = 0
+
+        def wait(self):
+            if running:
+                batches.append(sorted(running))
+                running.clear()
+            return 0
+
+    def start(dataset, variant, seed, args, env):
+        running.append((seed, variant))
+        return f"{variant} {seed}", Done(), 0.0
+
+    monkeypatch.setattr(ablate, "start", start)
+    args = argparse.Namespace(seeds=[1, 2], parallel=2, out=str(tmp_path))
+    ablate.train_all("mnist", ["lecture", "best"], args)
+    assert batches == [[(1, "best"), (1, "lecture")], [(2, "best"), (2, "lecture")]]
 
 
 @pytest.mark.parametrize("dataset", list(ablate.VARIANTS))
