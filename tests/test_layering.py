@@ -8,7 +8,7 @@ from conftest import ROOT
 
 LAYERS = [
     {"models", "helper_files", "helper_losses", "helper_augment", "helper_explore",   # no project imports
-     "helper_schedule"},
+     "helper_schedule", "helper_dist"},
     {"helper_data", "helper_report", "helper_features"},      # data; grids and pages; feature scores
     {"helper_plot", "helper_tensorboard", "helper_checkpoint"},  # plots, TensorBoard; configs, checkpoints
     {"helper_eval", "helper_health"},                         # metrics and health
