@@ -733,7 +733,7 @@ def faces_uint8(files, size=64, cache_dir=None, workers=2, quiet=False, crop="ce
     path = cache_path(files, size, cache_dir, crop, dataset)
     images = _read_cache(path, len(files), size)
     if images is None:
-        _build_cache(files, size, path, workers, quiet, crop)
+        build_cache(files, size, path, workers, quiet, crop)
         images = _read_cache(path, len(files), size)
     if images is None:
         raise DataError(f"cache file {path} is unreadable right after building it: "
@@ -759,7 +759,8 @@ def _read_cache(path, n_files, size):
     return None
 
 
-def _build_cache(files, size, path, workers, quiet, crop="celeba"):
+def build_cache(files, size, path, workers, quiet, crop="celeba"):
+    """Decode `files` into the cache file `path` (atomically; memory stays bounded)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(path.parent, "faces_")   # left by builds that were killed; only ours

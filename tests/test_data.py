@@ -241,7 +241,7 @@ def test_faces_cache_built_once_and_equal_to_per_image(tmp_path, monkeypatch):
 
     def no_rebuild(*a, **k):
         raise AssertionError("cache rebuilt although nothing changed")
-    monkeypatch.setattr(hd, "_build_cache", no_rebuild)
+    monkeypatch.setattr(hd, "build_cache", no_rebuild)
     again = hd.faces_uint8(files, 64, cache, workers=0, quiet=True)
     assert torch.equal(again, first) and npy.stat().st_mtime_ns == mtime
 
@@ -251,8 +251,8 @@ def test_faces_cache_rebuilt_when_a_file_or_the_size_changes(tmp_path, monkeypat
     cache = tmp_path / "cache"
     first = hd.faces_uint8(files, 64, cache, workers=0, quiet=True)
     builds = []
-    real_build = hd._build_cache
-    monkeypatch.setattr(hd, "_build_cache", lambda *a, **k: (builds.append(a), real_build(*a, **k)))
+    real_build = hd.build_cache
+    monkeypatch.setattr(hd, "build_cache", lambda *a, **k: (builds.append(a), real_build(*a, **k)))
 
     face_image(999).save(files[2], quality=92)        # new content (and new size/mtime)
     st = files[2].stat()

@@ -13,7 +13,7 @@ LAYERS = [
     {"helper_plot", "helper_tensorboard", "helper_checkpoint"},  # plots, TensorBoard; configs, checkpoints
     {"helper_eval", "helper_health"},                         # metrics and health
     {"helper_train"},                                         # the lecture's loop
-    {"helper_cli"},                                           # command line -> train_gan
+    {"helper_cli", "bench_gpu"},                              # command line -> train_gan; GPU checks
     {"train_mnist_gan", "train_celeba_dcgan"},                # the two training scripts
     {"generate", "evaluate", "ablate", "bench"},              # tools over trained runs
 ]
