@@ -449,9 +449,9 @@ def gpu_check(args, device, cores):
         amps = ("off",) if tiny and dataset == "celeba" else ("off", "bf16", "fp16")
         results[dataset] = {"batches": batches, "precision": bench_gpu.precision(cfg, device, loader, batches, amps)}
         print(f"  {dataset} precision: {results[dataset]['precision']}", flush=True)
-    cfg = config("celeba", args)
-    loader = helper_data.make_loader("celeba", cfg, device)
+    # cfg and loader: the DCGAN's, the last of the loop
     results["celeba"]["variants"] = bench_gpu.variants(cfg, device, loader, 2 if tiny else 50, compile_too=not tiny)
+    del loader   # its images leave the GPU before the input paths load them again
     results["input"] = bench_gpu.input_paths(helper_data.dataset_images(cfg), cfg, device, 2 if tiny else 200)
     n_mnist = len(helper_data.read_idx_set(args.data_dir, "mnist"))
     epoch_batches = -(-n_mnist // args.batch_size)
@@ -482,7 +482,7 @@ def print_gpu_table(results):
           f"batches from the same weights, batches and noise; ok: finite, mean <= {tol['mean']}, max <= {tol['max']}")
     for name, e in results["celeba"]["variants"].items():
         print(f"DCGAN {name:34s} {e['images_per_s']:9.1f} images/s, peak {_mib(e['peak_mib'])} MiB, "
-              f"finite {e['finite']}")
+              f"finite {e['finite']}" + (f", FAILED: {e['error']}" if "error" in e else ""))
     for name, e in results["input"].items():
         print(f"CelebA input, images {name:12s} {e['images_per_s']:12.1f} images/s")
     for key in ("mnist_train", "celeba_train"):
