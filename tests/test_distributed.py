@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -192,3 +193,33 @@ def test_two_nodes_meet_at_a_c10d_endpoint_and_only_rank_0_writes(mnist_root, tm
     assert [e["epoch"] for e in read_events(out) if e["event"] == "epoch"] == [1, 2]
     assert load_ckpt(out)["epoch"] == 2
     assert not writes.exists(), writes.read_text()
+
+
+def test_a_restarted_group_agrees_on_a_namespace_no_dead_group_used(tmp_path):
+    """What torchrun's agent keeps between restarts: one store, still holding
+    the dead group's keys (a hello from its rank 1, rank 0's reply to it). The
+    new ranks, started in either order, agree on one new namespace."""
+    import threading
+    from datetime import timedelta
+
+    import helper_dist
+
+    port = free_port()
+    server = torch.distributed.TCPStore("localhost", port, None, True, timeout=timedelta(seconds=20))
+    server.set("gan/hello/1", "dead-token")
+    server.set("gan/reply/dead-token", "gan/group-dead")
+    server.set("gan/hello/2", "dead-token-2")
+    got = {}
+
+    def rank(r, delay):
+        time.sleep(delay)
+        store = torch.distributed.TCPStore("localhost", port, None, False, timeout=timedelta(seconds=20))
+        got[r] = helper_dist.fresh_namespace(store, r, 3, timeout=20)
+
+    threads = [threading.Thread(target=rank, args=(r, delay)) for r, delay in ((0, 0.0), (1, 0.3), (2, 0.0))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(got) == 3 and len(set(got.values())) == 1, got
+    assert got[0] != "gan/group-dead" and got[0].startswith("gan/group-")
