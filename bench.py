@@ -6,6 +6,8 @@ side in one process, on the real data.
     python bench.py --only mnist --repeats 1  # one full MNIST epoch per loop
     python bench.py --device cuda --num-workers 8 --json runs/bench_gpu.json
     python bench.py --only pipeline --rebuild-cache  # input paths only; time a fresh CelebA cache
+    python bench.py --only cache --cache-sizes 2500,5000,10000 --cache-dir /tmp/c  # cache build growth
+    python bench.py --gpu                     # the GPU check (bench_gpu.py) -> runs/gpu_check.json
 
 (a) the lecture as written: torchvision MNIST / a per-image folder dataset with
     PIL transforms, a DataLoader (shuffle=True, --num-workers), plain Adam, and
@@ -34,6 +36,7 @@ import itertools
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +47,7 @@ import torchvision
 from PIL import Image
 from torchvision import datasets, transforms
 
+import bench_gpu
 import helper_data
 import helper_train
 import train_celeba_dcgan
@@ -275,6 +279,61 @@ def measure(key, plan, args, device, results):
     results[key] = entry
 
 
+# One cache build in a fresh process, so that its peak memory is its own.
+# Peak RSS from VmHWM: ru_maxrss would also count the parent's size at fork.
+GROWTH_CHILD = """
+import sys, time
+from pathlib import Path
+import helper_data
+def peak_kib():
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+data_dir, n, cache_dir, workers = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+files = helper_data.find_celeba(data_dir)[:n]
+before, t0 = peak_kib(), time.perf_counter()
+helper_data.build_cache(files, 64, helper_data.cache_path(files, 64, cache_dir), workers, quiet=True)
+print(len(files), time.perf_counter() - t0, before, peak_kib())
+"""
+
+
+def cache_growth(args):
+    """Build time and peak memory of the decode cache at growing sizes (the
+    first N images of the folder, by name), each in a new process and a new
+    temporary folder inside --cache-dir, then a line fit extrapolated to
+    the full CelebA (202,599 images). --num-workers 0 decodes in the measured
+    process itself, so that its peak RSS is the whole build's (Linux only)."""
+    rows = []
+    for n in args.cache_sizes:
+        with tempfile.TemporaryDirectory(dir=args.cache_dir) as where:
+            done = subprocess.run([sys.executable, "-c", GROWTH_CHILD, args.data_dir, str(n), where,
+                                   str(args.num_workers)], capture_output=True, text=True,
+                                  cwd=Path(__file__).parent)
+            if done.returncode:
+                raise RunError(f"the cache build of {n} images failed: {done.stderr.strip().splitlines()[-1:]}")
+            size = sum(p.stat().st_size for p in Path(where).iterdir())
+        images, build, before, peak = map(float, done.stdout.split())
+        rows.append({"images": int(images), "build_s": round(build, 2), "file_mb": round(size / MB, 1),
+                     "rss_before_mb": round(before / 1024), "peak_rss_mb": round(peak / 1024)})
+        print(f"  cache of {rows[-1]['images']} images: built in {build:.1f} s, peak RSS "
+              f"{rows[-1]['peak_rss_mb']} MiB ({rows[-1]['rss_before_mb']} MiB before the build), "
+              f"file {rows[-1]['file_mb']} MiB", flush=True)
+    return {"rows": rows, "full_celeba": extrapolate(rows, CELEBA_IMAGES)}
+
+
+CELEBA_IMAGES = 202_599
+
+
+def extrapolate(rows, n):
+    """Least-squares lines through (images, build s) and (images, peak RSS), at n images."""
+    x = torch.tensor([float(r["images"]) for r in rows], dtype=torch.float64)
+    out = {"images": n}
+    for key in ("build_s", "peak_rss_mb", "file_mb"):
+        y = torch.tensor([float(r[key]) for r in rows], dtype=torch.float64)
+        slope = ((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum() if len(rows) > 1 else y[0] / x[0]
+        out[key] = round(float(y.mean() + slope * (n - x.mean())), 1)
+        out[key + "_per_1000"] = round(float(slope) * 1000, 3)
+    return out
+
+
 def seconds(fn, *args, **kw):
     t0 = time.perf_counter()
     fn(*args, **kw)
@@ -338,6 +397,9 @@ def machine_info(device, cores):
 
 
 def print_table(results):
+    if "cache_growth" in results:
+        print_growth(results["cache_growth"])
+        return
     head = (f"{'measurement':18s} {'unit':9s} {'lecture (a)':>12s} {'project (b)':>12s} "
             f"{'b/a':>7s} {'b faster':>9s} {'peak MiB a':>11s} {'peak MiB b':>11s}")
     print("\n" + head + "\n" + "-" * len(head))
@@ -357,6 +419,84 @@ def print_table(results):
     print(f"medians of {results['repeats']} repeat(s); memory: {results['machine']['memory']}")
 
 
+def print_growth(growth):
+    print(f"\n{'images':>8s} {'build s':>8s} {'peak RSS MiB':>13s} {'file MiB':>9s}")
+    for r in growth["rows"]:
+        print(f"{r['images']:8d} {r['build_s']:8.1f} {r['peak_rss_mb']:13d} {r['file_mb']:9.1f}")
+    f = growth["full_celeba"]
+    print(f"{f['images']:8d} {f['build_s']:8.0f} {f['peak_rss_mb']:13.0f} {f['file_mb']:9.0f}   "
+          f"(line fit; per 1000 images: {f['build_s_per_1000']:.2f} s, {f['peak_rss_mb_per_1000']:.1f} MiB RSS)")
+
+
+# ---------------------------------------------------------------- the GPU check
+
+GPU_EPOCHS = 2   # of each preset at each precision (the first PRECISION_BATCHES compared)
+PRECISION_BATCHES = 100
+
+
+def gpu_check(args, device, cores):
+    """bench_gpu's checks on both lecture presets, and the lecture's loop against
+    ours; on a CPU, a tiny version of each (a few batches, no compiling)."""
+    tiny = device.type != "cuda"
+    args.repeats = 1
+    results = {"machine": machine_info(device, cores), "tiny": tiny, "settings": vars(args), "repeats": 1,
+               "tolerance": bench_gpu.PRECISION_TOLERANCE, "compared_batches": PRECISION_BATCHES}
+    for dataset in ("mnist", "celeba"):
+        cfg = config(dataset, args)
+        loader = helper_data.make_loader(dataset, cfg, device)   # says where the images are kept
+        batches = 2 if tiny else max(PRECISION_BATCHES, GPU_EPOCHS * len(loader))
+        # A CPU's bf16 and fp16 convolutions take minutes: there only the MNIST GAN's.
+        amps = ("off",) if tiny and dataset == "celeba" else ("off", "bf16", "fp16")
+        results[dataset] = {"batches": batches, "precision": bench_gpu.precision(cfg, device, loader, batches, amps)}
+        print(f"  {dataset} precision: {results[dataset]['precision']}", flush=True)
+    # cfg and loader: the DCGAN's, the last of the loop
+    results["celeba"]["variants"] = bench_gpu.variants(cfg, device, loader, 2 if tiny else 50, compile_too=not tiny)
+    del loader   # its images leave the GPU before the input paths load them again
+    results["input"] = bench_gpu.input_paths(helper_data.dataset_images(cfg), cfg, device, 2 if tiny else 200)
+    n_mnist = len(helper_data.read_idx_set(args.data_dir, "mnist"))
+    epoch_batches = -(-n_mnist // args.batch_size)
+    for key, plan in (("mnist_train", dict(warmup=1 if tiny else 3, batches=2 if tiny else epoch_batches,
+                                           epoch_batches=epoch_batches)),
+                      ("celeba_train", dict(warmup=1 if tiny else 2, batches=1 if tiny else 50))):
+        measure(key, {**plan, "full_epoch": plan["batches"] == plan.get("epoch_batches")}, args, device, results)
+    results["passed"] = all(e["ok"] for d in ("mnist", "celeba") for e in results[d]["precision"].values()) \
+        and all(e["finite"] for e in results["celeba"]["variants"].values())
+    return results
+
+
+def print_gpu_table(results):
+    m = results["machine"]
+    where = (f"{m['gpu']} (CUDA {m['cuda']}, torch {m['torch']})" if "gpu" in m
+             else f"{m['cpu']}: the tiny CPU version, not a measurement")
+    tol = results["tolerance"]
+    print(f"\nGPU check on {where}")
+    print(f"{'preset':8s} {'autocast':8s} {'batches':>7s} {'finite':>6s} {'images/s':>9s} {'peak MiB':>9s} "
+          f"{'mean|dL|':>9s} {'max|dL|':>8s} {'ok':>3s}")
+    for dataset in ("mnist", "celeba"):
+        for amp, e in results[dataset]["precision"].items():
+            diffs = (f"{e['mean_abs_diff']:9.4f} {e['max_abs_diff']:8.4f}" if "max_abs_diff" in e
+                     else f"{'-':>9s} {'-':>8s}")
+            print(f"{dataset:8s} {amp:8s} {results[dataset]['batches']:7d} {str(e['finite']):>6s} "
+                  f"{e['images_per_s']:9.1f} {_mib(e['peak_mib'])} {diffs} {'yes' if e['ok'] else 'NO':>3s}")
+    print(f"|dL|: |loss - float32's loss| per batch (G and D) over the first {results['compared_batches']} "
+          f"batches from the same weights, batches and noise; ok: finite, mean <= {tol['mean']}, max <= {tol['max']}")
+    for name, e in results["celeba"]["variants"].items():
+        print(f"DCGAN {name:34s} {e['images_per_s']:9.1f} images/s, peak {_mib(e['peak_mib'])} MiB, "
+              f"finite {e['finite']}" + (f", FAILED: {e['error']}" if "error" in e else ""))
+    for name, e in results["input"].items():
+        print(f"CelebA input, images {name:12s} {e['images_per_s']:12.1f} images/s")
+    for key in ("mnist_train", "celeba_train"):
+        e = results[key]
+        print(f"{ROWS[key]:18s} lecture's loop {e['lecture']['median']:10.2f}, ours {e['project']['median']:10.2f} "
+              f"{e['unit']} ({e['speedup']:.1f}x), peak MiB {max(e['lecture']['peak_mem_mb']):.0f} / "
+              f"{max(e['project']['peak_mem_mb']):.0f}")
+    print("all checks passed" if results["passed"] else "a check FAILED (see the rows marked NO)")
+
+
+def _mib(value):
+    return f"{value:9.0f}" if value == value else f"{'-':>9s}"   # NaN: not measured (a CPU)
+
+
 # ---------------------------------------------------------------- main
 
 def build_parser():
@@ -364,7 +504,7 @@ def build_parser():
                                 allow_abbrev=False)
     a = p.add_argument
     a("--quick", action="store_true", help="few batches, 1 repeat: about a minute on a 2-core CPU")
-    a("--only", choices=["mnist", "celeba", "pipeline"], help="one group of measurements")
+    a("--only", choices=["mnist", "celeba", "pipeline", "cache"], help="one group of measurements")
     a("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     a("--repeats", type=int, help="repeats of each measurement (default 3, 1 with --quick)")
     a("--batches", type=int, help="timed training batches (default: a full MNIST epoch / "
@@ -372,10 +512,15 @@ def build_parser():
     a("--data-dir", default="./data", help="folder holding MNIST/raw and celeba/img_align_celeba")
     a("--cache-dir", help="decoded CelebA cache (default: the one training uses)")
     a("--rebuild-cache", action="store_true", help="time a fresh CelebA cache build (temporary copy)")
+    a("--cache-sizes", type=lambda t: [int(v) for v in t.split(",")], default=[2500, 5000, 10000],
+      help="with --only cache: the numbers of images to build caches of (in --cache-dir)")
     a("--num-workers", type=int, default=2, help="DataLoader workers of the lecture's loop (and cache build)")
     a("--batch-size", type=int, default=128, help="the lecture's 128; smaller only for tests")
     a("--threads", type=int, help="torch threads (default: the cores this process may use)")
-    a("--json", default="runs/bench.json", help="where the results go")
+    a("--gpu", action="store_true", help="the GPU check (bench_gpu.py): both lecture presets at each "
+                                         "autocast, channels_last and --compile, input paths, the loops "
+                                         "(under 8 minutes on one GPU); on a CPU a tiny version")
+    a("--json", help="where the results go (default: runs/bench.json, with --gpu runs/gpu_check.json)")
     return p
 
 
@@ -394,6 +539,9 @@ def run_all(args, device, cores):
     results = {"machine": machine_info(device, cores), "repeats": args.repeats, "settings": vars(args),
                "precision": {"lecture": "float32", "project": str(helper_train.amp_dtype(
                    config("mnist", args), device) or torch.float32).replace("torch.", "")}}
+    if args.only == "cache":
+        results["cache_growth"] = cache_growth(args)
+        return results
     n_mnist = len(helper_data.read_idx_set(args.data_dir, "mnist")) if args.only != "celeba" else 0
     print(f"device {device}, {torch.get_num_threads()} threads, {results['machine']['cpu']}, "
           f"load average {load_average()}", flush=True)
@@ -420,14 +568,17 @@ def main(argv=None):
         sys.exit("error: --repeats, --batches and --batch-size must be >= 1, --num-workers >= 0")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     torch.set_num_threads(args.threads or cores)
+    args.json = args.json or ("runs/gpu_check.json" if args.gpu else "runs/bench.json")
     try:
-        results = run_all(args, pick_device(args.device), cores)
+        results = (gpu_check if args.gpu else run_all)(args, pick_device(args.device), cores)
     except (helper_data.DataError, RunError) as e:
         sys.exit(f"error: {e}")
-    print_table(results)
+    (print_gpu_table if args.gpu else print_table)(results)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     write_json(args.json, results)
     print(f"results written to {args.json}")
+    if args.gpu and not results["passed"]:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -221,6 +221,11 @@ def check_checkpoint(ckpt, training):
     if not (isinstance(scaler, dict) and all(_is_number(v) for v in scaler.values())):
         raise RunError("its scaler is not a set of numbers")
     _check_rng(ckpt.get("rng"))
+    rank_rngs = ckpt.get("rank_rngs")   # torchrun runs: each rank's
+    if rank_rngs is not None and not isinstance(rank_rngs, list):
+        raise RunError("its random number generator states are not valid")
+    for rng in rank_rngs or []:
+        _check_rng(rng)
 
 
 def _check_tensors(got, want, name):

@@ -25,6 +25,7 @@ import torch
 import helper_plot
 from helper_checkpoint import check_config, load_checkpoint, pick_device
 from helper_data import DataError, make_loader
+from helper_dist import any_rank, dist_setup, elastic_restart
 from helper_eval import make_evaluator
 from helper_features import Inception, NetworkUnavailable
 from helper_files import RunError, RunLock, append_event, atomic_write, hms, json_safe, plain
@@ -88,6 +89,7 @@ def run(cfg, given):
         with sigterm_as_ctrl_c():
             rank, world, local = dist_setup()
             device = pick_device(cfg["device"], local)
+            cfg = resume_after_restart(cfg, rank, world, device)
             with RunLock(cfg["out"]) if rank == 0 else contextlib.nullcontext():   # one writer per run
                 status = train_run(cfg, given, rank, world, device)
     except (DataError, RunError, TensorBoardMissing, NetworkUnavailable) as e:
@@ -179,15 +181,17 @@ def exit_with(msg, code):
 
 # ---------------------------------------------------------------- devices and torchrun
 
-def dist_setup():
-    """(rank, world size, local rank), starting the process group under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, 0
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    torch.distributed.init_process_group(backend)
-    return rank, world, local
+def resume_after_restart(cfg, rank, world, device):
+    """torchrun restarted the workers after losing one (--max-restarts): continue
+    from the run's last checkpoint, as --resume does, without anyone typing it.
+    Decided together: nodes count their restarts apart, and rank 0 sees the folder."""
+    restarted = any_rank(elastic_restart() > 0, world, device)
+    if not any_rank(restarted and rank == 0 and (Path(cfg["out"]) / "checkpoint.pt").is_file(), world, device):
+        return cfg
+    if rank == 0:
+        print(f"torchrun restarted the workers (restart {elastic_restart()}): resuming {cfg['out']} "
+              "from its last checkpoint", flush=True)
+    return {**cfg, "resume": True, "overwrite": False}
 
 
 def end_process_group():
@@ -236,7 +240,7 @@ def prepare_run(cfg, given, rank, world, device):
         if saved["model"] != cfg["model"]:
             raise RunError(f"{out} holds a {saved['dataset']} run ({saved['model']} model): "
                            f"resume it with {SCRIPTS[saved['model']]}")
-        ignored = sorted(k for k in given - RESUMABLE - {"resume", "out"} if cfg[k] != saved.get(k))
+        ignored = sorted(k for k in given - RESUMABLE - {"resume", "out", "overwrite"} if cfg[k] != saved.get(k))
         if ignored and rank == 0:
             print("note: on --resume the run's own settings are kept; ignoring "
                   + ", ".join("--" + k.replace("_", "-") for k in ignored))

@@ -23,6 +23,7 @@ opt-in download and the cache build write.
 """
 import gzip
 import hashlib
+import io
 import math
 import os
 import pickle
@@ -171,10 +172,20 @@ class ShuffledBatches:
 
 
 class TensorLoader:
-    """Fast path: the whole data set as uint8 on `device`; batches are index + to_float."""
+    """Fast path: the whole data set as uint8, batches are index + to_float.
+    The images live on `device` when they fit (images_fit), else in host memory,
+    each batch gathered into pinned memory (on CUDA) and copied without waiting.
+    free_bytes: the device's free memory (None: ask CUDA; on a CPU, they fit)."""
 
-    def __init__(self, images_uint8, batch_size, device, seed=0, rank=0, world=1):
-        self.images = images_uint8.to(device)
+    def __init__(self, images_uint8, batch_size, device, seed=0, rank=0, world=1, free_bytes=None):
+        self.device = torch.device(device)
+        if free_bytes is None and self.device.type == "cuda":
+            free_bytes = torch.cuda.mem_get_info(self.device)[0]
+        needed = images_uint8.numel()
+        self.on_device = free_bytes is None or images_fit(needed, free_bytes)
+        self.images = images_uint8.to(self.device) if self.on_device else images_uint8
+        if rank == 0 and (self.device.type != "cpu" or not self.on_device):
+            print(placement_line(needed, free_bytes, self.device, self.on_device), flush=True)
         self.sampler = ShuffledBatches(len(images_uint8), batch_size, seed, rank, world)
 
     def __len__(self):
@@ -184,7 +195,31 @@ class TensorLoader:
         self.sampler.set_epoch(epoch, skip)
         for idx in self.sampler:
             # index_select: same result as images[idx], several times cheaper on the CPU
-            yield to_float(self.images.index_select(0, idx.to(self.images.device)))
+            if self.on_device:
+                yield to_float(self.images.index_select(0, idx.to(self.device)))
+                continue
+            # The caching host allocator reuses a pinned buffer only once its copy has finished.
+            batch = torch.empty((len(idx), *self.images.shape[1:]), dtype=torch.uint8,
+                                pin_memory=self.device.type == "cuda")
+            torch.index_select(self.images, 0, idx, out=batch)
+            yield to_float(batch.to(self.device, non_blocking=True))
+
+
+# The images stay on the training device if they take at most this share of its
+# free memory; the rest is for the networks, their activations and optimizers.
+DEVICE_SHARE = 0.5
+
+
+def images_fit(needed_bytes, free_bytes):
+    return needed_bytes <= DEVICE_SHARE * free_bytes
+
+
+def placement_line(needed, free, device, on_device):
+    gb = lambda n: f"{n / 1e9:.2f} GB"   # noqa: E731
+    if on_device:
+        return f"data: {gb(needed)} of images kept on {device} ({gb(free)} free)"
+    return (f"data: {gb(needed)} of images is more than half of the {gb(free)} free on {device}: "
+            f"kept in host memory, each batch copied over from {'pinned ' * (device.type == 'cuda')}memory")
 
 
 class DatasetLoader:
@@ -693,7 +728,7 @@ def faces_uint8(files, size=64, cache_dir=None, workers=2, quiet=False, crop="ce
     path = cache_path(files, size, cache_dir, crop, dataset)
     images = _read_cache(path, len(files), size)
     if images is None:
-        _build_cache(files, size, path, workers, quiet, crop)
+        build_cache(files, size, path, workers, quiet, crop)
         images = _read_cache(path, len(files), size)
     if images is None:
         raise DataError(f"cache file {path} is unreadable right after building it: "
@@ -719,7 +754,8 @@ def _read_cache(path, n_files, size):
     return None
 
 
-def _build_cache(files, size, path, workers, quiet, crop="celeba"):
+def build_cache(files, size, path, workers, quiet, crop="celeba"):
+    """Decode `files` into the cache file `path` (atomically; memory stays bounded)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(path.parent, "faces_")   # left by builds that were killed; only ours
@@ -734,32 +770,56 @@ def _build_cache(files, size, path, workers, quiet, crop="celeba"):
                         f"writable folder") from None
 
 
+# Decoded images held in memory at once while the cache is written (12 MB at 64 px).
+CHUNK_IMAGES = 1024
+
+
 def _decode_into(files, size, tmp, workers, quiet, name, crop="celeba"):
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                    shape=(len(files), 3, size, size))
+    """Decode `files` into the .npy file `tmp`, streamed: a chunk of images at a
+    time is written, so memory stays bounded however many images there are."""
+    header = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
+    offset = header.offset   # the file now has its header and full size; nothing is mapped in
+    del header
     progress = Progress(len(files), stream=sys.stderr)
-    kept, bad = 0, []
+    kept, bad, chunk = 0, [], []
     jobs = ((f, size, crop) for f in files)
-    with Pool(max(1, workers), _quiet_worker) if workers > 0 else _Serial() as pool:
+    with open(tmp, "r+b") as out, (Pool(max(1, workers), _quiet_worker) if workers > 0 else _Serial()) as pool:
+        out.seek(offset)
         for i, arr in enumerate(pool.imap(_load_or_none, jobs, chunksize=64)):
             if isinstance(arr, str):
                 bad.append(arr)
                 warnings.warn(f"skipping {arr}", stacklevel=2)
             else:
-                out[kept] = arr.transpose(2, 0, 1)
+                chunk.append(arr.transpose(2, 0, 1))
                 kept += 1
+            if len(chunk) == CHUNK_IMAGES or i + 1 == len(files):
+                out.write(np.ascontiguousarray(np.stack(chunk)).tobytes() if chunk else b"")
+                chunk.clear()
             if not quiet:
                 progress.update(i + 1, f"caching images into {name}: {i + 1}/{len(files)}")
     if kept == 0:
-        del out
         raise DataError(f"none of the {len(files)} images in {files[0].parent} could be read "
                         f"(first error: {bad[0]})")
-    out.flush()
-    del out
-    if bad:  # rewrite without the unused tail (read it all first: np.save truncates the file)
-        np.save(tmp, np.load(tmp)[:kept])
+    if bad:
+        _cut_rows(tmp, kept)
     if not quiet:
         progress.update(len(files), f"cached {len(files)} images into {name}", force=True)
+
+
+def _cut_rows(path, rows):
+    """Cut a .npy file down to its first `rows` rows in place: a new header of
+    the same length (numpy pads headers to 64 bytes), then truncate."""
+    arr = np.load(path, mmap_mode="r")
+    shape, offset, row_bytes, descr = (rows, *arr.shape[1:]), arr.offset, arr[0].nbytes, arr.dtype.str
+    del arr
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
+    if header.tell() != offset:   # the number of rows got shorter by a padding block: copy instead
+        np.save(path, np.load(path)[:rows])
+        return
+    with open(path, "r+b") as f:
+        f.write(header.getvalue())
+        f.truncate(offset + rows * row_bytes)
 
 
 def _quiet_worker():

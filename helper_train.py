@@ -157,7 +157,7 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
                             force=len(rows) == state.step - first_step)
         return None if message is None else "diverged"
 
-    def end_epoch(seconds):
+    def end_epoch(seconds, rank_rngs):
         """Grid of the fixed noise, health check on it, evaluation, checkpoint, plots."""
         epoch, samples = state.epoch, sample(state.sampler(), state.fixed_noise)
         helper_plot.save_grid(samples, run_dir / "grids" / f"epoch_{epoch:03d}.png")
@@ -173,7 +173,7 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
             print(f"eval after epoch {epoch}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()),
                   flush=True)
         log.epoch(samples, **info)
-        save_checkpoint(state.state_dict(cfg), run_dir / "checkpoint.pt")
+        save_checkpoint(state.state_dict(cfg, rank_rngs), run_dir / "checkpoint.pt")
         if epoch % cfg["plot_every"] == 0:
             helper_plot.plot_run(run_dir)
         print(f"epoch {epoch}/{cfg['epochs']} in {seconds:.1f} s | {means(epoch_sum[:4] / epoch_sum[4])} | "
@@ -202,8 +202,10 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
         return flush()
 
     def ended(status):
+        # a collective: every rank stops together for these two (any_rank_reason), not on "quit"
+        rank_rngs = rank_rng_states(world) if status in ("interrupted", "time_budget") else None
         if main:
-            end_run(status, state, cfg, run_dir, log)
+            end_run(status, state, cfg, run_dir, log, rank_rngs)
         return status
 
     try:
@@ -214,8 +216,9 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
                 if status:
                     return ended(status)
                 state.epoch, state.batch = state.epoch + 1, 0   # on every rank
+                rank_rngs = rank_rng_states(world)
                 if main:
-                    end_epoch(time.time() - epoch_start)
+                    end_epoch(time.time() - epoch_start, rank_rngs)
             return ended("finished")
     finally:
         if main:
@@ -234,13 +237,13 @@ def means(values):
     return f"G {g:.3f} D {d:.3f} | D acc real {acc_real:.2f} fake {acc_fake:.2f}"
 
 
-def end_run(status, state, cfg, run_dir, log):
+def end_run(status, state, cfg, run_dir, log, rank_rngs=None):
     """What rank 0 does when the loop ends without an exception."""
     if status in ("interrupted", "time_budget"):
         if status == "time_budget":
             print(f"time budget of {cfg['time_budget']:g} min reached", flush=True)
         print(f"saving checkpoint at epoch {state.epoch + 1} batch {state.batch}", flush=True)
-        save_checkpoint(state.state_dict(cfg), run_dir / "checkpoint.pt")
+        save_checkpoint(state.state_dict(cfg, rank_rngs), run_dir / "checkpoint.pt")
         log.event(event=status, epoch=state.epoch + 1, batch=state.batch, step=state.step)
     elif status == "quit":   # a second Ctrl-C or SIGTERM, mid-batch: helper_cli.run says what is kept
         log.event(event="interrupted", epoch=state.epoch + 1, batch=state.batch, step=state.step,
@@ -411,15 +414,17 @@ class GANState:
         """The generator to draw samples from (the EMA copy when there is one)."""
         return self.ema if self.ema is not None else self.gen
 
-    def state_dict(self, cfg):
+    def state_dict(self, cfg, rank_rngs=None):
+        """rank_rngs: under torchrun, every rank's RNG state (rank_rng_states), so
+        that each rank resumes its own noise; rank 0's is "rng", taken now."""
         return {"format": CKPT_FORMAT, "config": cfg, "epoch": self.epoch, "batch": self.batch,
                 "step": self.step, "gen": self.gen.state_dict(), "disc": self.disc.state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "ema": self.ema.state_dict() if self.ema is not None else None,
-                "fixed_noise": self.fixed_noise.cpu(), "rng": _rng_state()}
+                "fixed_noise": self.fixed_noise.cpu(), "rng": _rng_state(), "rank_rngs": rank_rngs}
 
-    def load_state_dict(self, ckpt):
+    def load_state_dict(self, ckpt, rank=0):
         self.gen.load_state_dict(ckpt["gen"])
         self.disc.load_state_dict(ckpt["disc"])
         self.opt_g.load_state_dict(ckpt["opt_g"])
@@ -430,7 +435,8 @@ class GANState:
             self.ema.load_state_dict(ckpt["ema"])
         self.fixed_noise = ckpt["fixed_noise"].to(self.fixed_noise.device)
         self.epoch, self.batch, self.step = ckpt["epoch"], ckpt["batch"], ckpt["step"]
-        _set_rng_state(ckpt["rng"])
+        rank_rngs = ckpt.get("rank_rngs") or []   # None before torchrun runs saved them
+        _set_rng_state(rank_rngs[rank] if 0 < rank < len(rank_rngs) else ckpt["rng"])
 
 
 def build_state(cfg, device, ckpt=None, rank=0, world=1):
@@ -442,7 +448,7 @@ def build_state(cfg, device, ckpt=None, rank=0, world=1):
     fmt = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
     state = GANState(gen.to(device, memory_format=fmt), disc.to(device, memory_format=fmt), cfg, device)
     if ckpt is not None:
-        state.load_state_dict(ckpt)
+        state.load_state_dict(ckpt, rank)
         for opt, lr in ((state.opt_g, cfg["lr_gen"]), (state.opt_d, cfg["lr_disc"])):
             for group in opt.param_groups:   # the checkpoint's rates, unless --resume changed them
                 group["lr"] = lr
@@ -460,6 +466,15 @@ def _no_weight_grads(module):
     finally:
         for p in params:
             p.requires_grad_(True)
+
+
+def rank_rng_states(world):
+    """Every rank's RNG states, gathered on every rank (None in one process)."""
+    if world == 1:
+        return None
+    states = [None] * world
+    torch.distributed.all_gather_object(states, _rng_state())
+    return states
 
 
 def _rng_state():

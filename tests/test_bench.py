@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import bench
+import bench_gpu
 import helper_train
 from conftest import assert_state_dicts_equal, make_celeba, make_mnist
 
@@ -80,3 +81,32 @@ def test_both_sides_start_equal_and_take_the_same_steps(data, tmp_path, dataset,
         log = {k: v[i] for k, v in lecture.log.items()}
         assert (g, d) == pytest.approx((log["g_loss"], log["d_loss"]), rel=rel)
         assert (acc_real * 100, acc_fake * 100) == pytest.approx((log["acc_real"], log["acc_fake"]))
+
+
+def test_gpu_check_runs_its_tiny_version_on_a_cpu(data, tmp_path, capsys):
+    """`bench.py --gpu` on a CPU: every check runs on a few batches, bf16
+    really trains in reduced precision (losses near float32's, not equal; the
+    CPU's autocast leaves this model in float32 with fp16), and the two input
+    paths are the two ways TensorLoader keeps the images."""
+    results = bench_json(data, tmp_path, "--gpu")
+    assert results["tiny"] and results["passed"]
+    p = results["mnist"]["precision"]
+    assert list(p) == ["off", "bf16", "fp16"] and all(e["finite"] and e["ok"] for e in p.values())
+    assert 0 < p["bf16"]["max_abs_diff"] <= bench_gpu.PRECISION_TOLERANCE["max"]
+    assert list(results["celeba"]["precision"]) == ["off"]   # bf16 convolutions: minutes on a CPU
+    assert list(results["celeba"]["variants"]) == ["channels_last=False compile=False",
+                                                   "channels_last=True compile=False"]
+    assert results["input"]["on_device"]["on_device"] and not results["input"]["host_pinned"]["on_device"]
+    assert results["celeba_train"]["project"]["median"] > 0 and results["mnist_train"]["lecture"]["median"] > 0
+    table = capsys.readouterr().out
+    assert "the tiny CPU version, not a measurement" in table and "all checks passed" in table
+
+
+def test_precision_check_fails_past_its_tolerance(data, monkeypatch):
+    """The same tiny MNIST comparison with no difference allowed: bf16 fails, float32 not."""
+    args = argparse.Namespace(data_dir=str(data), batch_size=8, num_workers=0, cache_dir=None)
+    cfg = bench.config("mnist", args)
+    loader = bench.helper_data.make_loader("mnist", cfg, torch.device("cpu"))
+    monkeypatch.setattr(bench_gpu, "PRECISION_TOLERANCE", {"mean": 0.0, "max": 0.0})
+    checks = bench_gpu.precision(cfg, torch.device("cpu"), loader, 3)
+    assert [checks[amp]["ok"] for amp in ("off", "bf16")] == [True, False]

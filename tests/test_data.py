@@ -241,7 +241,7 @@ def test_faces_cache_built_once_and_equal_to_per_image(tmp_path, monkeypatch):
 
     def no_rebuild(*a, **k):
         raise AssertionError("cache rebuilt although nothing changed")
-    monkeypatch.setattr(hd, "_build_cache", no_rebuild)
+    monkeypatch.setattr(hd, "build_cache", no_rebuild)
     again = hd.faces_uint8(files, 64, cache, workers=0, quiet=True)
     assert torch.equal(again, first) and npy.stat().st_mtime_ns == mtime
 
@@ -251,8 +251,8 @@ def test_faces_cache_rebuilt_when_a_file_or_the_size_changes(tmp_path, monkeypat
     cache = tmp_path / "cache"
     first = hd.faces_uint8(files, 64, cache, workers=0, quiet=True)
     builds = []
-    real_build = hd._build_cache
-    monkeypatch.setattr(hd, "_build_cache", lambda *a, **k: (builds.append(a), real_build(*a, **k)))
+    real_build = hd.build_cache
+    monkeypatch.setattr(hd, "build_cache", lambda *a, **k: (builds.append(a), real_build(*a, **k)))
 
     face_image(999).save(files[2], quality=92)        # new content (and new size/mtime)
     st = files[2].stat()
@@ -824,3 +824,34 @@ def test_ctrl_c_during_cache_build_leaves_no_temp_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         hd.faces_uint8(files, 16, cache, workers=0, quiet=True)
     assert tree(cache) == []
+
+
+# ---------------------------------------------------------------- full-size data
+
+def test_cache_is_written_in_chunks_with_a_bad_image_among_them(tmp_path, monkeypatch):
+    """Chunks of 2 images (the real size: 1024) across a skipped file: the cache
+    holds every readable image, in order, and nothing after them."""
+    monkeypatch.setattr(hd, "CHUNK_IMAGES", 2)
+    files = make_faces(tmp_path / "img", 6)
+    files[2].write_bytes(b"this is not a jpeg" * 10)
+    with pytest.warns(UserWarning, match="skipping"):
+        images = hd.faces_uint8(files, 16, tmp_path / "cache", workers=0, quiet=True)
+    good = [f for i, f in enumerate(files) if i != 2]
+    assert torch.equal(images, torch.stack([torch.from_numpy(hd.load_face(f, 16)).permute(2, 0, 1) for f in good]))
+    (npy,) = (tmp_path / "cache").iterdir()
+    assert npy.stat().st_size == np.load(npy, mmap_mode="r").offset + images.numel()
+
+
+@pytest.mark.parametrize("free, kept", [(301_056, True), (301_055, False)])
+def test_images_that_do_not_fit_the_device_stay_in_host_memory(mnist_root, capsys, free, kept):
+    """The choice comes from the bytes needed against the device's free memory
+    (here given; on CUDA asked for): 150,528 bytes of MNIST fit in half of 301,056.
+    Both ways give the same batches, and the host way says so."""
+    images = hd.read_idx_set(mnist_root)
+    plain = hd.TensorLoader(images, 32, "cpu", seed=4)
+    limited = hd.TensorLoader(images, 32, "cpu", seed=4, free_bytes=free)
+    assert limited.on_device == kept
+    out = capsys.readouterr().out
+    assert ("kept in host memory" in out) == (not kept)
+    for a, b in zip(plain.batches(1, skip=1), limited.batches(1, skip=1), strict=True):
+        assert torch.equal(a, b)

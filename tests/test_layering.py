@@ -9,12 +9,12 @@ from conftest import ROOT
 LAYERS = [
     {"helper_flags"},                                         # flags and names, without torch
     {"models", "helper_files", "helper_losses", "helper_augment", "helper_explore",   # leaves
-     "helper_schedule"},
+     "helper_schedule", "helper_dist"},
     {"helper_data", "helper_report", "helper_features"},      # data; grids and pages; feature scores
     {"helper_plot", "helper_tensorboard", "helper_checkpoint"},  # plots, TensorBoard; configs, checkpoints
     {"helper_eval", "helper_health"},                         # metrics and health
     {"helper_train"},                                         # the lecture's loop
-    {"helper_cli"},                                           # command line -> train_gan
+    {"helper_cli", "bench_gpu"},                              # command line -> train_gan; GPU checks
     {"train_mnist_gan", "train_celeba_dcgan"},                # the two training scripts
     {"generate", "evaluate", "ablate", "bench"},              # tools over trained runs
 ]
