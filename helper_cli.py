@@ -31,7 +31,7 @@ from helper_health import HealthMonitor
 from helper_losses import LOSS_DEFAULTS, LOSSES
 from helper_tensorboard import TensorBoardMissing
 from helper_tensorboard import require as require_tensorboard
-from helper_train import amp_dtype, batches_per_epoch, build_state, train_gan
+from helper_train import amp_dtype, batches_per_epoch, build_state, split_batch, train_gan
 
 # The defaults both scripts share (running a run, and the loss: the lecture's BCE);
 # each script's presets add the rest.
@@ -40,7 +40,7 @@ COMMON_DEFAULTS = dict(seed=1, device="auto", num_workers=2, input_path="tensor"
                        eval_every=0, eval_inception=0, time_budget=0.0, amp="auto", compile=False,
                        cudnn_benchmark=True, health=True, tensorboard=False, threads=0,
                        loss="bce", beta2=0.999, n_critic=1, clip=0.01, gp_weight=10.0,
-                       spectral_norm=False, r1=0.0, r2=0.0, cosine=0, diffaug="")
+                       spectral_norm=False, r1=0.0, r2=0.0, cosine=0, diffaug="", conditional=False)
 # Flags that may change when a run is resumed; everything else comes from the run's config.
 # The learning rates and --amp too: the way to continue after a divergence.
 RESUMABLE = {"epochs", "device", "num_workers", "max_batches", "data_dir", "cache_dir",
@@ -129,6 +129,11 @@ def add_common_args(parser, presets):
            "on a cosine over STEPS steps, then hold them; 0: off")
     a("--diffaug", help="DiffAugment of every image D sees: a comma list of color, translation, "
                         "cutout; empty: off")
+    # Class-conditional GANs (README: "Class-conditional GANs").
+    a("--conditional", action="store_true",
+      help="train on the data's class labels: G gets a class embedding, D a projection; the grids "
+           "show one row per class (needs labelled data: the IDX sets, cifar10, or a folder with "
+           "one subfolder per class)")
     # Speed options (no effect on what is computed, except --amp).
     a("--amp", choices=["auto", "off", "bf16", "fp16"],
       help="autocast precision; auto: bf16 on CUDA GPUs that support it, off otherwise")
@@ -245,8 +250,9 @@ def train_run(cfg, given, rank, world, device):
     # bad data, or a missing Inception network, fails before any write
     inception = Inception(device=device) if cfg["eval_every"] and cfg["eval_inception"] else None
     loader = ranked_loader(cfg, device, rank, world)
+    cfg = with_classes(cfg, loader.classes)
     run_dir = Path(cfg["out"])
-    real = next(iter(loader.batches(0))).float().cpu()
+    real = split_batch(next(iter(loader.batches(0))))[0].float().cpu()
     if rank == 0:
         write_run_dir(run_dir, cfg, world, device, given)
         if ckpt is not None:
@@ -261,6 +267,17 @@ def train_run(cfg, given, rank, world, device):
         health.restore(run_dir, ckpt["step"])
     evaluator = make_evaluator(cfg, inception) if cfg["eval_every"] else None
     return train_gan(state, loader, cfg, run_dir, rank, world, health, evaluator)
+
+
+def with_classes(cfg, classes):
+    """A conditional config with its data's class names (the networks are built
+    from them); a resumed run's data must have the classes it was trained on."""
+    if not cfg["conditional"]:
+        return cfg
+    if cfg.get("classes", classes) != classes:
+        raise RunError(f"{cfg['out']} was trained on the classes {', '.join(cfg['classes'])}, but the "
+                       f"data in {cfg['data_dir']} has {', '.join(classes)}: pass --data-dir to its data")
+    return {**cfg, "classes": classes}
 
 
 def one_line(error):

@@ -302,7 +302,7 @@ def interrupt_at(monkeypatch, step, inside=False, times=1):
     after the D update, before the G update."""
     real = helper_train.gan_step
 
-    def wrapped(s, batch, cfg, autocast):
+    def wrapped(s, batch, cfg, autocast, *labels):
         if s.step == step:
             if inside:
                 g_step = s.opt_g.step
@@ -316,7 +316,7 @@ def interrupt_at(monkeypatch, step, inside=False, times=1):
             else:
                 for _ in range(times):
                     send_sigint()
-        return real(s, batch, cfg, autocast)
+        return real(s, batch, cfg, autocast, *labels)
     monkeypatch.setattr(helper_train, "gan_step", wrapped)
 
 
