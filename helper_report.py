@@ -271,7 +271,9 @@ def _summary(cfg, events):
                              if "batch" in end else   # runs before it stopped mid-epoch
                              f"stopped by the time budget after epoch {end.get('epoch')}"),
              }[end.get("event")]
-    return [("model", cfg.get("model", "?")),
+    classes = ([("classes (the grids' rows: the first 10)", ", ".join(cfg["classes"]))]
+               if cfg.get("conditional") else [])
+    return [("model", cfg.get("model", "?")), *classes,
             ("epochs done / planned", f"{done} / {cfg.get('epochs', '?')}"),
             ("seconds per epoch (median)", f"{np.median(seconds):.3g}" if seconds else "-"),
             ("ended", ended), ("resumed", "yes" if resumed else "no"),
