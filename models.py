@@ -53,11 +53,15 @@ def class_embedding(num_classes):
 
 def with_class(z, embed, y):
     """The generator's input: noise N x latent (x 1 x 1) flattened to N x latent,
-    followed by the class embedding of y when the generator is conditional."""
+    followed by the class embedding of y when the generator is conditional
+    (y: int64 labels N, or N x CLASS_DIM embeddings)."""
     z = z.flatten(1)
     if (embed is None) != (y is None):
         raise ValueError("class labels go with a conditional network only (num_classes > 0)")
-    return z if embed is None else torch.cat([z, embed(y).to(z.dtype)], dim=1)
+    if embed is None:
+        return z
+    e = y if y.is_floating_point() else embed(y)   # float: embeddings themselves (a walk between classes)
+    return torch.cat([z, e.to(z.dtype)], dim=1)
 
 
 class Projection(nn.Module):
@@ -269,10 +273,10 @@ def samples_of(gen, latent_dim, num, seed=0, labels=None):
 GRID_CLASSES = 10   # rows of a class grid: the first classes
 
 
-def class_grid(gen, noise, cols=8):
+def class_grid(gen, noise, cols=8, rows=GRID_CLASSES):
     """A conditional generator's class grid: one row per class (the first
-    GRID_CLASSES), the same noise (noise[:cols]) across each column, so that a
+    `rows`), the same noise (noise[:cols]) down each column, so that a
     column shows one "style" in every class. (rows * cols images, row by row)."""
-    rows = min(gen.num_classes, GRID_CLASSES)
+    rows = min(gen.num_classes, rows)
     z = noise[:cols].repeat(rows, 1)
     return sample(gen, z, labels=torch.arange(rows).repeat_interleave(cols))

@@ -370,3 +370,65 @@ def test_resuming_on_data_with_other_classes_is_refused(tmp_path, capsys):
     code, _, err = run_main(train_celeba_dcgan.main, ["--resume", "--out", out, "--epochs", 2,
                                                       "--data-dir", other], capsys)
     assert code == 2 and "c0, c1, c2" in err.strip().splitlines()[-1]
+
+
+# ---------------------------------------------------------------- generate.py
+
+@pytest.fixture(scope="module")
+def cond_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cond")
+    make_idx_set(root / "data", "MNIST", n_train=48)
+    out = root / "run"
+    assert run_main(train_mnist_gan.main, mnist_argv(root / "data", out, "--conditional", "--ema-decay", 0.9,
+                                                     epochs=1))[0] == 0
+    return out
+
+
+def test_generate_draws_the_class_asked_for(cond_run, tmp_path):
+    import generate
+    gen, cfg = helper_checkpoint.load_generator(cond_run)
+    for k in ("7", "3"):
+        assert run_main(generate.main, [cond_run, "--class", k, "--num", 6, "--out", tmp_path / f"{k}.pt"])[0] == 0
+    got = torch.load(tmp_path / "7.pt")
+    torch.testing.assert_close(got, models.samples_of(gen, 100, 6, 0, labels=torch.full((6,), 7)))
+    assert not torch.allclose(got, torch.load(tmp_path / "3.pt"))
+
+
+def test_generate_class_all_draws_a_row_per_class(cond_run, tmp_path):
+    import generate
+    out = tmp_path / "classes.png"
+    assert run_main(generate.main, [cond_run, "--class", "all", "--num", 3, "--out", out])[0] == 0
+    grid = png_array(out)
+    assert grid.shape[0] == 10 * (56 + 2) + 2 and grid.shape[1] > 3 * (56 + 2) + 2   # row labels on the left
+
+
+def test_generate_walks_from_one_class_to_another_at_fixed_noise(cond_run, tmp_path, monkeypatch):
+    import generate
+    seen = {}
+    monkeypatch.setattr(generate, "walk_pictures", lambda images, *a: seen.update(x=images) or "")
+    argv = [cond_run, "--interpolate", 2, "--class", 3, "--to-class", 8, "--steps", 4, "--out", tmp_path / "w.png"]
+    assert run_main(generate.main, argv)[0] == 0
+    gen, _ = helper_checkpoint.load_generator(cond_run)
+    noise = torch.randn(2, 100, generator=torch.Generator().manual_seed(0))
+    walks = seen["x"].unflatten(0, (2, 4))
+    torch.testing.assert_close(walks[:, 0], models.sample(gen, noise, labels=torch.tensor([3, 3])))
+    torch.testing.assert_close(walks[:, -1], models.sample(gen, noise, labels=torch.tensor([8, 8])))
+    assert not torch.allclose(walks[:, 1], walks[:, 0]) and not torch.allclose(walks[:, 1], walks[:, -1])
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--class", "11"], "not a class of this run"),
+    (["--class", "all", "--nearest"], "does not go with --nearest"),
+    (["--to-class", "3"], "--to-class goes with --interpolate"),
+    (["--interpolate", "2", "--class", "1", "--to-class", "x"], "not a class of this run"),
+])
+def test_generate_bad_class_flags_exit_2(cond_run, argv, needle, capsys):
+    import generate
+    code, _, err = run_main(generate.main, [cond_run, *argv], capsys)
+    assert code == 2 and needle in err.strip().splitlines()[-1]
+
+
+def test_generate_class_on_an_unconditional_run_exits_2(mnist_run, capsys):
+    import generate
+    code, _, err = run_main(generate.main, [mnist_run, "--class", "3"], capsys)
+    assert code == 2 and "without --conditional" in err.strip().splitlines()[-1]
