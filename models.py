@@ -252,7 +252,7 @@ def sample(gen, noise, batch=1000, labels=None):
     out = None
     k = getattr(gen, "num_classes", 0)
     if k and labels is None:
-        labels = torch.arange(len(noise)) % k
+        labels = every_class(len(noise), k)
     cond = [()] * len(noise) if not k else [(y,) for y in labels.to(noise.device).split(batch)]
     for start, z, c in zip(range(0, len(noise), batch), noise.split(batch), cond):
         images = gen(z, *c).float().cpu()
@@ -268,6 +268,12 @@ def samples_of(gen, latent_dim, num, seed=0, labels=None):
     (a conditional generator: of the classes `labels`, by default every class in turn)."""
     noise = torch.randn(num, latent_dim, generator=torch.Generator().manual_seed(seed))
     return sample(gen, noise.to(next(gen.parameters()).device), labels=labels)
+
+
+def every_class(num, num_classes):
+    """int64 labels 0, 1, ..., K-1, 0, 1, ...: what a conditional generator draws
+    unless told (10,000 samples of 10 classes: 1,000 of each)."""
+    return torch.arange(num) % num_classes
 
 
 GRID_CLASSES = 10   # rows of a class grid: the first classes

@@ -432,3 +432,59 @@ def test_generate_class_on_an_unconditional_run_exits_2(mnist_run, capsys):
     import generate
     code, _, err = run_main(generate.main, [mnist_run, "--class", "3"], capsys)
     assert code == 2 and "without --conditional" in err.strip().splitlines()[-1]
+
+
+# ---------------------------------------------------------------- scores
+
+class PixelReader(torch.nn.Module):
+    """A stand-in classifier: it reads the class whose pixel (row 0, columns 0-9) is brightest."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = torch.nn.Identity()
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def features(self, x):
+        return x[:, 0, 0, :10] + self.dummy
+
+
+def reading_as(classes):
+    x = torch.full((len(classes), 1, 28, 28), -1.0)
+    x[torch.arange(len(classes)), 0, 0, torch.tensor(classes)] = 1.0
+    return x
+
+
+def test_class_agreement_counts_the_samples_read_as_their_class():
+    import helper_eval
+    asked = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2])
+    read = [0, 0, 0, 5, 1, 1, 7, 2]
+    got = helper_eval.class_agreement(PixelReader(), reading_as(read), asked, num_classes=4)
+    assert got["class_agreement"] == pytest.approx(6 / 8)
+    assert got["class_agreement_per_class"][:3] == pytest.approx([0.75, 1.0, 0.5])
+    assert np.isnan(got["class_agreement_per_class"][3])          # no samples of class 3
+    assert got["min_class_agreement"] == pytest.approx(0.5)
+
+
+def test_evaluate_scores_a_conditional_run_by_class_with_the_real_accuracy_as_ceiling(
+        cond_run, tmp_path, monkeypatch, capsys):
+    import evaluate
+    import helper_eval
+    monkeypatch.setattr(helper_eval, "load_mnist_classifier", lambda *a, **k: PixelReader())
+    drawn = {}
+    real_scores = helper_eval.class_agreement
+
+    def recorded(classifier, images, labels, *a):
+        drawn.setdefault("labels", labels)
+        return real_scores(classifier, images, labels, *a)
+    monkeypatch.setattr(helper_eval, "class_agreement", recorded)
+    out = tmp_path / "scores.json"
+    code, printed, _ = run_main(evaluate.main, [cond_run, "--num", 40, "--json", out], capsys)
+    assert code == 0
+    assert torch.equal(drawn["labels"], torch.arange(40) % 10)     # every class, 4 of each
+    result = __import__("json").loads(out.read_text())
+    per_class = result["samples"]["class_agreement_per_class"]
+    assert len(per_class) == 10 and result["classes"] == hd.CLASS_NAMES["mnist"]
+    test, labels = hd.read_idx_set(cond_run.parent / "data", train=False, labels=True)
+    ceiling = (hd.to_float(test)[:, 0, 0, :10].argmax(1) == labels).double().mean().item()
+    assert result["real_floor"]["class_agreement"] == pytest.approx(ceiling)
+    assert "class agreement (read as asked)" in printed and "real test images (the ceiling)" in printed
