@@ -404,6 +404,7 @@ def print_header(cfg, batches, device, world):
     amp = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype(cfg, device)]
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
     extras = [f"{k} {cfg[k]}" for k in ("loss", "n_critic", "diffaug", "r1", "r2", "cosine") if cfg[k] != COMMON_DEFAULTS[k]]
+    extras += [f"conditional on {len(cfg['classes'])} classes"] if cfg["conditional"] else []
     print(f"{MODEL_NAMES[cfg['model']]} on {cfg['dataset']} (preset {cfg['preset']}{', ' if extras else ''}"
           f"{', '.join(extras)}): {cfg['epochs']} epochs of {batches} batches of {cfg['batch_size']}"
           + (" (resumed)" if cfg["resume"] else ""))
