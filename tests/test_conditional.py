@@ -6,7 +6,7 @@ the penalties seeing the labels, the refusals of unlabelled data, and both
 scripts end to end."""
 import contextlib
 import copy
-import types
+import json
 
 import numpy as np
 import pytest
@@ -21,7 +21,7 @@ import models
 import train_celeba_dcgan
 import train_mnist_gan
 from conftest import (dcgan_argv, load_ckpt, make_cifar10, make_faces, make_idx_set, metric_values,
-                      mnist_argv, png_array, run_main, write_idx)
+                      mnist_argv, png_array, run_main, ten_seconds_per_step, write_idx)
 from helper_train import GANState, gan_step
 
 NO_AMP = contextlib.nullcontext()
@@ -313,14 +313,7 @@ def test_mnist_script_trains_conditionally_and_resumes_mid_epoch_exactly(tmp_pat
     extra = ["--conditional", "--preset", "best", "--batch-size", 16, "--log-every", 1, "--max-batches", 0]
     ref = tmp_path / "ref"
     assert run_main(train_mnist_gan.main, mnist_argv(data, ref, *extra, epochs=2))[0] == 0
-    now, step = [1000.0], helper_train.gan_step
-
-    def timed_step(*args):
-        out = step(*args)
-        now[0] += 10.0
-        return out
-    monkeypatch.setattr(helper_train, "gan_step", timed_step)
-    monkeypatch.setattr(helper_train, "time", types.SimpleNamespace(time=lambda: now[0]))
+    ten_seconds_per_step(monkeypatch)
     out = tmp_path / "run"
     code, stdout, _ = run_main(train_mnist_gan.main, mnist_argv(data, out, *extra, "--time-budget", 1.5,
                                                                 epochs=2), capsys)
@@ -481,7 +474,7 @@ def test_evaluate_scores_a_conditional_run_by_class_with_the_real_accuracy_as_ce
     code, printed, _ = run_main(evaluate.main, [cond_run, "--num", 40, "--json", out], capsys)
     assert code == 0
     assert torch.equal(drawn["labels"], torch.arange(40) % 10)     # every class, 4 of each
-    result = __import__("json").loads(out.read_text())
+    result = json.loads(out.read_text())
     per_class = result["samples"]["class_agreement_per_class"]
     assert len(per_class) == 10 and result["classes"] == hd.CLASS_NAMES["mnist"]
     test, labels = hd.read_idx_set(cond_run.parent / "data", train=False, labels=True)
