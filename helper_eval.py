@@ -30,7 +30,8 @@ from torch import nn
 
 # one rule for every cache: beside the data or ~/.cache
 from helper_data import IDX_SETS, DataError, dataset_images, default_cache_dir, read_idx_set, to_float
-from helper_features import KID_SUBSET_SIZE, KID_SUBSETS, NETWORK, PR_K, RESIZE, cached_features, feature_scores
+from helper_features import (KID_SUBSET_SIZE, KID_SUBSETS, NETWORK, PR_K, RESIZE, cached_features, feature_scores,
+                              frechet_distance)
 from helper_files import atomic_write
 from models import every_class, samples_of
 
@@ -393,6 +394,19 @@ def class_agreement(classifier, images, labels, num_classes=10):
             "class_agreement_per_class": per_class}
 
 
+def class_fid(classifier, images, labels, real_images, real_labels, num_classes=10):
+    """FID in the classifier's features of each class's images against the real
+    images of that class: {"mean_class_fid", "class_fid_per_class"} (NaN for a
+    class with fewer than two images on either side)."""
+    feats, real = _classify(classifier, images)[0], _classify(classifier, real_images)[0]
+    per_class = [frechet_distance(feats[labels == k], real[real_labels == k])
+                 if min((labels == k).sum(), (real_labels == k).sum()) > 1 else float("nan")
+                 for k in range(num_classes)]
+    present = [f for f in per_class if f == f]
+    return {"mean_class_fid": float(np.mean(present)) if present else float("nan"),
+            "class_fid_per_class": per_class}
+
+
 def kind_of(cfg):
     """'idx' (28 x 28 grey: the classifier's metrics), 'stacked' (StackedMNIST:
     modes through the MNIST classifier) or 'rgb' (SWD and MS-SSIM)."""
@@ -429,10 +443,11 @@ class Reference:
         if self.kind != "rgb":
             name = "mnist" if self.kind == "stacked" else cfg["dataset"]
             self.classifier = load_mnist_classifier(cfg["data_dir"], cfg["cache_dir"], name=name)
-        if self.conditional:
+        if self.conditional:   # labels picked with the same permutation as their images
             test, self.real_labels = read_idx_set(cfg["data_dir"], cfg["dataset"], train=False, labels=True)
-            self.real = to_float(test)
-            self.train_real = to_float(_pick(dataset_images(cfg), num, seed))
+            train, train_labels = read_idx_set(cfg["data_dir"], cfg["dataset"], labels=True)
+            self.real, self.train_real = to_float(test), to_float(_pick(train, num, seed))
+            self.train_labels = _pick(train_labels, num, seed)
         elif self.kind == "idx":
             self.real = to_float(dataset_images(cfg, train=False))
             self.train_real = to_float(_pick(dataset_images(cfg), num, seed))
@@ -447,6 +462,7 @@ class Reference:
             scores = mnist_scores(self.classifier, images, self.real, self.seed)
             if self.conditional and labels is not None:
                 scores.update(class_agreement(self.classifier, images, labels))
+                scores.update(class_fid(self.classifier, images, labels, self.real, self.real_labels))
             return scores
         if self.kind == "stacked":
             return stacked_modes(self.classifier, images)
@@ -454,9 +470,11 @@ class Reference:
 
     def floor(self):
         """The same scores for real images that are not the reference: the best a GAN can do."""
-        floor = self.scores(self.train_real)
-        if self.conditional:
-            floor.update(class_agreement(self.classifier, self.real, self.real_labels))
+        if not self.conditional:
+            return self.scores(self.train_real)
+        # class FID of training images by their true classes; agreement: the accuracy on the test split
+        floor = self.scores(self.train_real, self.train_labels)
+        floor.update(class_agreement(self.classifier, self.real, self.real_labels))
         return floor
 
     def of_generator(self, gen, cfg, num, seed=0):

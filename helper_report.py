@@ -302,6 +302,7 @@ SCORES = {**{k: (f"classifier {label}", b) for k, (label, b) in _FEATURE_SCORES.
           "min_class_share": ("rarest class share, 0.1 = balanced", "higher"),
           "class_agreement": ("class agreement (read as asked)", "higher"),
           "min_class_agreement": ("worst class's agreement", "higher"),
+          "mean_class_fid": ("classifier FID per class, mean", "lower"),
           "swd_mean": ("SWD x 1e3, mean of the levels", "lower"),
           **{f"swd_{r}": (f"SWD x 1e3 at {r} x {r} px", "lower") for r in (16, 32, 64, 128, 256)},
           "ms_ssim": ("MS-SSIM among samples", "lower: more varied"),

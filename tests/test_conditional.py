@@ -458,6 +458,21 @@ def test_class_agreement_counts_the_samples_read_as_their_class():
     assert got["min_class_agreement"] == pytest.approx(0.5)
 
 
+def test_class_fid_compares_each_class_with_the_real_images_of_that_class():
+    import helper_eval
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(40, 1, 28, 28, generator=g) * 2 - 1
+    real_labels = torch.arange(40) % 2
+    fake, labels = real.clone(), real_labels.clone()
+    fake[labels == 1, 0, 0, :10] += 0.5                  # class 1's samples are off, class 0's exact
+    got = helper_eval.class_fid(PixelReader(), fake, labels, real, real_labels, num_classes=3)
+    zero, off, missing = got["class_fid_per_class"]
+    assert zero == pytest.approx(0.0, abs=1e-9) and off == pytest.approx(10 * 0.25, rel=1e-6)
+    assert np.isnan(missing) and got["mean_class_fid"] == pytest.approx(off / 2)
+    swapped = helper_eval.class_fid(PixelReader(), fake, 1 - labels, real, real_labels, num_classes=2)
+    assert swapped["class_fid_per_class"][0] > 0.1      # the classes are told apart
+
+
 def test_evaluate_scores_a_conditional_run_by_class_with_the_real_accuracy_as_ceiling(
         cond_run, tmp_path, monkeypatch, capsys):
     import evaluate
@@ -477,7 +492,8 @@ def test_evaluate_scores_a_conditional_run_by_class_with_the_real_accuracy_as_ce
     result = json.loads(out.read_text())
     per_class = result["samples"]["class_agreement_per_class"]
     assert len(per_class) == 10 and result["classes"] == hd.CLASS_NAMES["mnist"]
+    assert len(result["samples"]["class_fid_per_class"]) == 10 and "mean_class_fid" in result["real_floor"]
     test, labels = hd.read_idx_set(cond_run.parent / "data", train=False, labels=True)
     ceiling = (hd.to_float(test)[:, 0, 0, :10].argmax(1) == labels).double().mean().item()
     assert result["real_floor"]["class_agreement"] == pytest.approx(ceiling)
-    assert "class agreement (read as asked)" in printed and "real test images (the ceiling)" in printed
+    assert "class agreement (read as asked)" in printed and "real test images: the ceiling" in printed
