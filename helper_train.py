@@ -196,8 +196,8 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
         for batch in loader.batches(state.epoch, skip=state.batch):
             if state.batch == per_epoch:
                 break
-            real, labels = prepare_batch(batch, cfg)
-            pending.append(gan_step(state, real, cfg, autocast, labels))
+            real, labels = split_batch(batch)
+            pending.append(gan_step(state, prepare_batch(real, cfg), cfg, autocast, labels))
             state.batch += 1
             if budget and time.time() - start > budget:   # --time-budget: stop as Ctrl-C does
                 stop.request("time_budget")
@@ -348,12 +348,11 @@ def split_batch(batch):
     return batch if isinstance(batch, tuple) else (batch, None)
 
 
-def prepare_batch(batch, cfg):
-    """(images in the networks' memory format (NHWC with channels_last), labels or None)."""
-    real, labels = split_batch(batch)
+def prepare_batch(real, cfg):
+    """The batch in the networks' memory format (NHWC with channels_last)."""
     if cfg["channels_last"] and real.dim() == 4:
-        real = real.contiguous(memory_format=torch.channels_last)
-    return real, labels
+        return real.contiguous(memory_format=torch.channels_last)
+    return real
 
 
 def fixed_samples(state):
