@@ -33,7 +33,6 @@ from helper_eval import InceptionReference, Reference, kind_of
 from helper_features import Inception, NetworkUnavailable
 from helper_files import RunError, read_events, write_json
 from helper_plot import compare, side_by_side
-from models import samples_of
 
 VARIANTS = {
     "mnist": {
@@ -145,7 +144,7 @@ def start(dataset, variant, seed, args, env):
 def score(run_dir, ref, num, standard=None):
     """A run's scores (and the standard ones, when `standard` is an InceptionReference)."""
     gen, cfg = load_generator(run_dir)
-    scores = ref.scores(samples_of(gen, cfg["latent_dim"], num))
+    scores = ref.of_generator(gen, cfg, num)
     if standard is not None:
         scores.update(standard.of_generator(gen, cfg["latent_dim"]))
     epochs = read_events(run_dir, "epoch")

@@ -8,7 +8,11 @@ The project's own scores, fast and needing nothing more. 28 x 28 sets (MNIST,
 Fashion-MNIST, KMNIST): FID, KID, precision and recall in the features of a
 small classifier this project trains once on the set and caches (a few CPU
 minutes the first time), its Inception Score (at most 10) and the share of
-each class among the samples. RGB sets: sliced Wasserstein distance on
+each class among the samples; a --conditional run also the class agreement,
+how often the classifier reads the class each sample was drawn as (every class
+in turn: 1,000 of each in 10,000), overall, for the worst class and per class,
+beside the classifier's accuracy on the real test images (the ceiling), and
+the FID of each class's samples against that class's test images. RGB sets: sliced Wasserstein distance on
 Laplacian pyramid patches (x 1e3; swd_64/32/16 per resolution) and MS-SSIM
 among samples (lower is more diverse). StackedMNIST: how many of its 1000
 modes the samples cover and the KL divergence of their histogram to uniform
@@ -105,10 +109,11 @@ def evaluate(args, gen, cfg, device):
     print(f"loading {cfg['dataset']} reference images...", flush=True)
     ref = Reference(cfg, num, args.seed)
     print(f"scoring {num} samples ({COST[kind]})...", flush=True)
-    result = {"run": args.run, "num": num,
-              "samples": ref.scores(samples_of(gen, cfg["latent_dim"], num, args.seed))}
+    result = {"run": args.run, "num": num, "samples": ref.of_generator(gen, cfg, num, args.seed)}
     print(f"scoring {num} real images, the floor...", flush=True)
     result["real_floor"] = ref.floor()
+    if cfg.get("conditional"):
+        result["classes"] = cfg["classes"]
     if net is not None:
         n = args.inception_num
         std = InceptionReference(cfg, n, net, cfg["cache_dir"], args.seed)
@@ -146,12 +151,24 @@ def print_table(result):
     if "class_shares" in result["samples"]:
         shares = " ".join(f"{d}:{s:.3f}" for d, s in enumerate(result["samples"]["class_shares"]))
         print(f"share of each class among the samples (as the classifier reads them): {shares}")
+    if "class_agreement_per_class" in result["samples"]:
+        print_classes(result)
     if "inception" in result:
         std = result["inception"]
         print("\nstandard scores, comparable with papers that use the same protocol:")
         for key, value in std["protocol"].items():
             print(f"  {key}: {value}")
         _rows(std["samples"], std["real_floor"], prefix="inception_")
+
+
+def print_classes(result):
+    """Per class: the agreement and FID of the samples beside their floors."""
+    samples, floor = result["samples"], result["real_floor"]
+    print(f"per class: agreement (real test images: the ceiling), classifier FID (floor: "
+          f"{result['num']:,} training images)")
+    for k, name in enumerate(result["classes"]):
+        print(f"  {name:<14}{samples['class_agreement_per_class'][k]:>8.4f} ({floor['class_agreement_per_class'][k]:.4f})"
+              f"{samples['class_fid_per_class'][k]:>10.3f} ({floor['class_fid_per_class'][k]:.3f})")
 
 
 def _rows(samples, floor, prefix=""):

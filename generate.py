@@ -7,6 +7,9 @@
     python generate.py runs/mnist_gan --interpolate 8 --out walk.gif   # the walks, animated
     python generate.py runs/mnist_gan --truncation 0.25 0.5 1 2        # -> RUN/truncation.png
     python generate.py runs/mnist_gan --nearest 5        # -> RUN/nearest.png
+    python generate.py runs/mnist_cond --class 7 --num 16        # a --conditional run: sevens
+    python generate.py runs/mnist_cond --class all       # -> RUN/classes.png, a row per class
+    python generate.py runs/mnist_cond --interpolate 4 --class 3 --to-class 8    # 3 -> 8, noise fixed
 
 --interpolate K walks from K random latent points to K others in --steps steps
 along great circles (slerp): Gaussian noise lives near a sphere, and a straight
@@ -19,6 +22,13 @@ at growing truncation.
 to it, closest first: a distance near 0 means the generator copied its data. Grey 28 x 28 runs are
 compared in the features of the MNIST classifier (trained once and cached, as
 for evaluate.py), colour runs in pixels.
+
+--class K (a run trained with --conditional; K: the class's number or name)
+draws that class in every mode; --class all draws a class grid, one row per
+class, the same noise down each column (--num columns, default 8).
+--interpolate with --class walks the noise within the class; with --class A
+--to-class B it walks from class A to class B at fixed noise (K noise draws,
+a row each), through the generator's class embedding.
 
 Uses the EMA generator when the run kept one. The checkpoint is opened with
 weights_only=True, so a file from someone else cannot run code. An existing
@@ -47,11 +57,11 @@ from helper_flags import IDX_SETS  # noqa: E402
 from helper_explore import interpolation_frames, interpolation_noise, nearest, nearest_grid, truncation_rows  # noqa: E402
 from helper_plot import readable, save_grid, save_image  # noqa: E402
 from helper_report import beside, grid_image, label_rows, save_gif, titled  # noqa: E402
-from models import sample, samples_of  # noqa: E402
+from models import class_grid, sample, samples_of  # noqa: E402
 
 MODES = ("interpolate", "truncation", "nearest")    # None: plain samples
 DEFAULT_OUT = {None: "samples.png", "interpolate": "interpolation.png",
-               "truncation": "truncation.png", "nearest": "nearest.png"}
+               "truncation": "truncation.png", "nearest": "nearest.png", "classes": "classes.png"}
 SUFFIXES = {None: (".png", ".pt"), "interpolate": (".png", ".gif"),
             "truncation": (".png",), "nearest": (".png",)}
 GRID_LIMIT = 1024      # images in one picture
@@ -79,6 +89,11 @@ def parse_args(argv):
     modes.add_argument("--nearest", type=int, nargs="?", const=3, metavar="K",
                        help="each sample beside its K (default 3) nearest training images")
     p.add_argument("--steps", type=int, help=f"--interpolate: points per walk (default {STEPS})")
+    p.add_argument("--class", dest="label", metavar="K",
+                   help="a --conditional run: draw class K (its number or name); all: a class grid, "
+                        "a row per class, the same noise down each column (--num columns, default 8)")
+    p.add_argument("--to-class", metavar="B", help="--interpolate with --class A: walk from class A "
+                                                   "to class B at fixed noise")
     p.add_argument("--data-dir", help="--nearest: dataset root (default: the run's own)")
     p.add_argument("--cache-dir", help="--nearest: where decoded images and the MNIST classifier are "
                                        "cached (default: ~/.cache/gan-lecture)")
@@ -105,10 +120,16 @@ def flag_problem(a):
         return "--steps goes with --interpolate"
     if a.num is not None and a.mode == "interpolate":
         return "--num does not go with --interpolate: its grid is K walks x --steps"
+    if a.label == "all" and a.mode is not None:
+        return f"--class all draws a class grid: it does not go with --{a.mode}"
+    if a.to_class is not None and (a.mode != "interpolate" or a.label in (None, "all")):
+        return "--to-class goes with --interpolate K --class A (a walk from class A to class B)"
     for flag, value in (("--data-dir", a.data_dir), ("--cache-dir", a.cache_dir)):
         if value is not None and a.mode != "nearest":
             return f"{flag} goes with --nearest"
     suffix = Path(a.out).suffix if a.out else ".png"
+    if a.label == "all" and suffix != ".png":
+        return f"--class all draws a picture: --out must end in .png, not {Path(a.out).name!r}"
     if suffix not in SUFFIXES[a.mode]:
         return f"--out must end in {' or '.join(SUFFIXES[a.mode])} here, not {Path(a.out).name!r}"
     n = grid_size(a)
@@ -137,7 +158,7 @@ def output_path(p, args):
     """--out, or the mode's file in the run folder; its folder created. Refuses a folder, or a file
     that exists without --force."""
     run_dir = Path(args.checkpoint) if Path(args.checkpoint).is_dir() else Path(args.checkpoint).parent
-    out = Path(args.out) if args.out else run_dir / DEFAULT_OUT[args.mode]
+    out = Path(args.out) if args.out else run_dir / DEFAULT_OUT["classes" if args.label == "all" else args.mode]
     try:
         check_output_file(out, "--out")   # a folder in its place, a folder we cannot write to
     except RunError as e:
@@ -152,11 +173,14 @@ def main(argv=None):
     try:
         device = pick_device(args.device)
         gen, cfg = load_generator(args.checkpoint, device)
+        args.label, args.to_class = (class_number(name, cfg, flag) for name, flag in
+                                     ((args.label, "--class"), (args.to_class, "--to-class")))
     except RunError as e:   # a missing or unreadable run is bad input, as a bad flag: exit code 2
         p.error(str(e))
     try:
         out = output_path(p, args)
-        write = {None: write_samples, "interpolate": write_interpolation,
+        write = {None: write_class_grid if args.label == "all" else write_samples,
+                 "interpolate": write_class_walk if args.to_class is not None else write_interpolation,
                  "truncation": write_truncation, "nearest": write_nearest}[args.mode]
         write(gen, cfg, args, out)
     except (RunError, DataError) as e:
@@ -165,16 +189,40 @@ def main(argv=None):
         sys.exit(f"error: {e}")
 
 
-# ---------------------------------------------------------------- the four pictures
+def class_number(name, cfg, flag):
+    """--class / --to-class: None, "all", or the number of a class of this conditional run."""
+    if name is None:
+        return None
+    if not cfg.get("conditional"):
+        raise RunError(f"{flag}: this run was trained without --conditional, so it has no classes")
+    classes = cfg["classes"]
+    if name == "all" and flag == "--class":
+        return name
+    if name in classes:
+        return classes.index(name)
+    if name.isdigit() and int(name) < len(classes):
+        return int(name)
+    shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
+    raise RunError(f"{flag} {name!r} is not a class of this run: give a number from 0 to "
+                   f"{len(classes) - 1} or a name ({shown})")
 
-def images_from(gen, noise):
+
+# ---------------------------------------------------------------- the pictures
+
+def images_from(gen, noise, labels=None):
     """sample() on the generator's device; the images come back on the CPU."""
-    return sample(gen, noise.to(next(gen.parameters()).device))
+    return sample(gen, noise.to(next(gen.parameters()).device), labels=labels)
+
+
+def labels_of(args, n):
+    """The classes of n samples: --class K's, else None (a conditional run: every class in turn)."""
+    return None if args.label is None else torch.full((n,), args.label)
 
 
 def write_samples(gen, cfg, args, out):
     check_fits(gen, cfg, args.num or 64, out)
-    images = samples_of(gen, cfg["latent_dim"], args.num or 64, args.seed)
+    n = args.num or 64
+    images = samples_of(gen, cfg["latent_dim"], n, args.seed, labels=labels_of(args, n))
     if out.suffix == ".png":
         save_grid(images, out, nrow=args.nrow)
     else:
@@ -185,7 +233,7 @@ def write_samples(gen, cfg, args, out):
 def check_fits(gen, cfg, num, out):
     """Refuse, before drawing any, samples whose tensor (and noise) would not fit
     in the memory available, or whose file would not fit on the disk."""
-    one = images_from(gen, torch.zeros(1, cfg["latent_dim"]))
+    one = images_from(gen, torch.zeros(1, cfg["latent_dim"]))   # (a conditional G: class 0)
     need = num * 4 * (one[0].numel() + cfg["latent_dim"])   # float32 images and noise
     free_disk = shutil.disk_usage(out.parent).free
     for what, free in (("memory available", available_memory()), (f"free space in {out.parent}", free_disk)):
@@ -203,16 +251,46 @@ def available_memory():
         return None
 
 
+def write_class_grid(gen, cfg, args, out):
+    classes, cols = cfg["classes"], args.num or 8
+    if len(classes) * cols > GRID_LIMIT:
+        raise RunError(f"a grid of {len(classes)} classes x {cols} is too many images (at most "
+                       f"{GRID_LIMIT}): lower --num")
+    noise = torch.randn(cols, cfg["latent_dim"], generator=torch.Generator().manual_seed(args.seed))
+    images = class_grid(gen, noise.to(next(gen.parameters()).device), cols, rows=len(classes))
+    save_image(label_rows(grid_image(readable(images), cols), classes), out)
+    print(f"wrote a class grid to {out}: a row per class ({len(classes)}), the same noise down each "
+          f"of its {cols} columns")
+
+
+def write_class_walk(gen, cfg, args, out):
+    """K rows of fixed noise, each from class A's embedding to class B's in --steps steps."""
+    pairs, steps, a, b = args.interpolate, args.steps or STEPS, args.label, args.to_class
+    noise = torch.randn(pairs, cfg["latent_dim"], generator=torch.Generator().manual_seed(args.seed))
+    ends = gen.embed.weight.detach()[[a, b]].cpu()                                # 2 x CLASS_DIM
+    path = torch.lerp(ends[0], ends[1], torch.linspace(0, 1, steps)[:, None])     # steps x CLASS_DIM
+    images = images_from(gen, noise.repeat_interleave(steps, 0), path.repeat(pairs, 1))
+    walk = walk_pictures(images, pairs, steps, args, out)
+    names = cfg["classes"]
+    print(f"wrote {pairs} walks from class {names[a]} to class {names[b]} (the noise fixed along "
+          f"each){walk} to {out}")
+
+
 def write_interpolation(gen, cfg, args, out):
     pairs, steps = args.interpolate, args.steps or STEPS
-    images = images_from(gen, interpolation_noise(cfg["latent_dim"], pairs, steps, args.seed))
+    noise = interpolation_noise(cfg["latent_dim"], pairs, steps, args.seed)
+    walk = walk_pictures(images_from(gen, noise, labels_of(args, len(noise))), pairs, steps, args, out)
+    print(f"wrote {pairs} walks of {steps} steps{walk} to {out}")
+
+
+def walk_pictures(images, pairs, steps, args, out):
+    """Walks (row by row, `steps` each) as a grid, a walk per row, or as a GIF. Returns how."""
     if out.suffix == ".gif":
         frames = [to_pil(frame, args.nrow) for frame in interpolation_frames(images, pairs, steps)]
         save_gif(frames, out, seconds_per_frame=GIF_SECONDS, last_pause=GIF_SECONDS)
-        print(f"wrote {pairs} walks of {steps} steps as {len(frames)} looping frames to {out}")
-    else:
-        save_grid(images, out, nrow=steps)
-        print(f"wrote {pairs} walks of {steps} steps, a row each, to {out}")
+        return f" as {len(frames)} looping frames"
+    save_grid(images, out, nrow=steps)
+    return ", a row each,"
 
 
 def to_pil(images, nrow):
@@ -222,7 +300,8 @@ def to_pil(images, nrow):
 
 def write_truncation(gen, cfg, args, out):
     psis, per_row = args.truncation, truncation_per_row(args)
-    images = readable(images_from(gen, truncation_rows(cfg["latent_dim"], psis, per_row, args.seed)))
+    noise = truncation_rows(cfg["latent_dim"], psis, per_row, args.seed)
+    images = readable(images_from(gen, noise, labels_of(args, len(noise))))
     if len(psis) == 1:   # one grid, its psi above it
         grid = Image.fromarray(grid_image(images, args.nrow))
         save_image(titled(grid, [(0, grid.width, f"psi {psis[0]:g}")]), out)
@@ -237,7 +316,7 @@ def write_truncation(gen, cfg, args, out):
 def write_nearest(gen, cfg, args, out):
     k, num = args.nearest, args.num or 8
     cfg = data_of_run(cfg, args.data_dir, args.cache_dir)
-    samples = samples_of(gen, cfg["latent_dim"], num, args.seed)
+    samples = samples_of(gen, cfg["latent_dim"], num, args.seed, labels=labels_of(args, num))
     train = dataset_images(cfg)   # uint8, as training reads them
     features, space = feature_space(cfg, samples, next(gen.parameters()).device)
     try:

@@ -78,7 +78,7 @@ RULES = [   # (settings, test, what the value must be)
     (("g_hidden", "d_hidden"), _is_widths, f"1 to {MAX_LAYERS} positive integers"),
     (("img_shape",), lambda v: _is_widths(v, 3), "3 positive integers"),
     (("fresh_noise", "channels_last", "compile", "cudnn_benchmark", "health", "resume", "overwrite",
-      "spectral_norm", "tensorboard", "g_batchnorm"),
+      "spectral_norm", "tensorboard", "g_batchnorm", "conditional"),
      lambda v: isinstance(v, bool), "true or false"),
     (("data_dir", "out", "device", "preset"), lambda v: isinstance(v, str), "text"),
     (("cache_dir",), lambda v: v is None or isinstance(v, str), "a folder or unset"),
@@ -88,13 +88,15 @@ RULES = [   # (settings, test, what the value must be)
     (("gen_activation",), ("leaky", "relu").__contains__, "leaky or relu"),
     (("amp",), ("auto", "off", "bf16", "fp16").__contains__, "auto, off, bf16 or fp16"),
     (("input_path",), ("tensor", "images").__contains__, "tensor or images"),
+    (("classes",), lambda v: isinstance(v, list) and len(v) >= 2 and all(isinstance(c, str) for c in v),
+     "a list of two or more class names"),
 ]
 # What build_models reads, and what each dataset's images need of the networks.
 NEEDED = {"fc": ("latent_dim", "img_shape", "g_hidden", "d_hidden", "dropout", "g_batchnorm"),
           "dcgan": ("latent_dim", "g_features", "d_features", "channels", "image_size")}
 DATASET_NETS = {**{name: {"model": "fc", "img_shape": [1, 28, 28]} for name in IDX_SETS},
                 **{name: {"model": "dcgan", "channels": 3} for name in RGB_SETS}}
-NOT_FLAGS = {"model", "dataset", "img_shape", "channels"}   # preset-only settings
+NOT_FLAGS = {"model", "dataset", "img_shape", "channels", "classes"}   # preset-only settings (classes: the data's)
 
 
 def check_config(cfg):
@@ -123,7 +125,8 @@ def check_config(cfg):
         raise RunError("--eval-inception scores at each evaluation: add --eval-every K")
     if cfg.get("label_smoothing") and cfg.get("loss", "bce") != "bce":
         raise RunError(f"--label-smoothing applies to --loss bce only, not {cfg['loss']}")
-    n = sum(p.numel() for net in meta_models(cfg) for p in net.parameters())
+    # Before the data is read a conditional config has no classes yet: count with ten.
+    n = sum(p.numel() for net in meta_models({"classes": [""] * 10, **cfg}) for p in net.parameters())
     if n > MAX_PARAMS:
         raise RunError(f"these networks would have {n:.3g} parameters, more than the "
                        f"{MAX_PARAMS:.0e} allowed: choose smaller widths")
@@ -201,6 +204,8 @@ def check_checkpoint(ckpt, training):
         raise RunError("it holds no config")
     cfg = ckpt["config"] = upgrade_config(ckpt["config"])
     check_config(cfg)
+    if cfg["conditional"] and "classes" not in cfg:
+        raise RunError("its config is conditional but names no classes")
     gen, disc = meta_models(cfg)
     has_ema = ckpt.get("ema") is not None
     used = ["gen", "disc"] + ["ema"] * has_ema if training else ["ema" if has_ema else "gen"]
@@ -302,6 +307,7 @@ def upgrade_config(cfg):
     return {"dataset": dataset, "slope": 0.01, "gen_activation": "leaky", "init": "default", "threads": 0,
             "loss": "bce", "n_critic": 1, "beta2": 0.999, "spectral_norm": False, "r1": 0.0,
             "r2": 0.0, "cosine": 0, "diffaug": "", "clip": 0.01, "gp_weight": 10.0, "eval_inception": 0,
+            "conditional": False,
             **({"g_batchnorm": False} if cfg.get("model") == "fc" else {}), **cfg}
 
 

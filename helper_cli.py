@@ -33,7 +33,7 @@ from helper_flags import COMMON_DEFAULTS, parse_flags
 from helper_health import HealthMonitor
 from helper_tensorboard import TensorBoardMissing
 from helper_tensorboard import require as require_tensorboard
-from helper_train import amp_dtype, batches_per_epoch, build_state, train_gan
+from helper_train import amp_dtype, batches_per_epoch, build_state, split_batch, train_gan
 
 # Flags that may change when a run is resumed; everything else comes from the run's config.
 # The learning rates and --amp too: the way to continue after a divergence.
@@ -146,8 +146,9 @@ def train_run(cfg, given, rank, world, device):
     # bad data, or a missing Inception network, fails before any write
     inception = Inception(device=device) if cfg["eval_every"] and cfg["eval_inception"] else None
     loader = ranked_loader(cfg, device, rank, world)
+    cfg = with_classes(cfg, loader.classes)
     run_dir = Path(cfg["out"])
-    real = next(iter(loader.batches(0))).float().cpu()
+    real = split_batch(next(iter(loader.batches(0))))[0].float().cpu()
     if rank == 0:
         write_run_dir(run_dir, cfg, world, device, given)
         if ckpt is not None:
@@ -162,6 +163,17 @@ def train_run(cfg, given, rank, world, device):
         health.restore(run_dir, ckpt["step"])
     evaluator = make_evaluator(cfg, inception) if cfg["eval_every"] else None
     return train_gan(state, loader, cfg, run_dir, rank, world, health, evaluator)
+
+
+def with_classes(cfg, classes):
+    """A conditional config with its data's class names (the networks are built
+    from them); a resumed run's data must have the classes it was trained on."""
+    if not cfg["conditional"]:
+        return cfg
+    if cfg.get("classes", classes) != classes:
+        raise RunError(f"{cfg['out']} was trained on the classes {', '.join(cfg['classes'])}, but the "
+                       f"data in {cfg['data_dir']} has {', '.join(classes)}: pass --data-dir to its data")
+    return {**cfg, "classes": classes}
 
 
 def one_line(error):
@@ -300,6 +312,7 @@ def print_header(cfg, batches, device, world):
     amp = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype(cfg, device)]
     threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
     extras = [f"{k} {cfg[k]}" for k in ("loss", "n_critic", "diffaug", "r1", "r2", "cosine") if cfg[k] != COMMON_DEFAULTS[k]]
+    extras += [f"conditional on {len(cfg['classes'])} classes"] if cfg["conditional"] else []
     print(f"{MODEL_NAMES[cfg['model']]} on {cfg['dataset']} (preset {cfg['preset']}{', ' if extras else ''}"
           f"{', '.join(extras)}): {cfg['epochs']} epochs of {batches} batches of {cfg['batch_size']}"
           + (" (resumed)" if cfg["resume"] else ""))

@@ -17,6 +17,12 @@ across distributed ranks.
 Read top to bottom: the entry points (make_loader, dataset_images), the two
 loaders, then the readers of each format, the crop and resize, and the cache.
 
+With cfg["conditional"] the loaders yield (images, int64 labels) pairs instead
+of images: the labels are indexed by the same shuffled indices, so they travel
+with their images through both paths, sharding and a mid-epoch resume. Labels
+come from the IDX label files, CIFAR-10's batches and the first folder level
+of a `--dataset folder` tree; the loader's `classes` names them.
+
 Every unusable input ends in a DataError whose one-line message says what is
 wrong and where to put which files. Reading never creates folders; only the
 opt-in download and the cache build write.
@@ -78,13 +84,20 @@ def make_loader(dataset, cfg, device, rank=0, world=1):
     if crop is not None:
         _check_choice("crop", crop, CROPS)
     fast = cfg.get("input_path", "tensor") == "tensor"
-    source, side = _source(name, cfg, crop, fast, quiet=rank != 0)
+    labels, classes = None, None
+    if cfg.get("conditional"):
+        source, side, (labels, classes) = _labelled_source(name, cfg, crop, fast, quiet=rank != 0)
+    else:
+        source, side = _source(name, cfg, crop, fast, quiet=rank != 0)
     if rank == 0:
         _warn_if_small(len(source), cfg["batch_size"] * world, side, cfg.get("image_size"))
     common = dict(batch_size=cfg["batch_size"], device=device, seed=cfg["seed"], rank=rank, world=world)
     if fast:
-        return TensorLoader(source, **common)
-    return DatasetLoader(source, num_workers=cfg["num_workers"], **common)
+        loader = TensorLoader(source, labels=labels, **common)
+    else:
+        loader = DatasetLoader(source, num_workers=cfg["num_workers"], **common)
+    loader.classes = classes   # None: unconditional batches (images only)
+    return loader
 
 
 def dataset_images(cfg, train=True):
@@ -117,6 +130,71 @@ def _source(name, cfg, crop, fast, quiet):
     cache_dir = cfg.get("cache_dir") or (default_cache_dir(cfg["data_dir"]) if name == "folder" else None)
     return faces_uint8(files, size, cache_dir, workers=max(1, cfg["num_workers"]), quiet=quiet,
                        crop=crop, dataset=name), side
+
+
+# Class names of the labelled sets, in label order.
+CLASS_NAMES = {
+    "mnist": [str(d) for d in range(10)],
+    "fashion-mnist": ["T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
+                      "sneaker", "bag", "ankle boot"],
+    "kmnist": ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+LABELLED_HELP = ("--conditional needs class labels: use mnist, fashion-mnist, kmnist, cifar10, or "
+                 "--dataset folder with one subfolder per class (DIR/class_a/*.jpg, DIR/class_b/*.jpg)")
+
+
+def _labelled_source(name, cfg, crop, fast, quiet):
+    """_source's (images or Dataset, side) and (int64 labels N, class names),
+    for --conditional; a DataError where the data has no labels or one class."""
+    if name in IDX_SETS:
+        images, labels = read_idx_set(cfg["data_dir"], name, labels=True, download=cfg.get("download", True))
+        found = (images if fast else PerImage(images, labels)), None
+    elif name == "cifar10":
+        images, labels = read_cifar10(cfg["data_dir"], cfg["image_size"], crop, labels=True)
+        found = (images if fast else PerImage(images, labels)), _side(32, 32, crop)
+    elif name == "folder":
+        files = find_images(cfg["data_dir"])
+        labels, classes = folder_classes(cfg["data_dir"], files)
+        if not fast:
+            return (FaceImages(files, cfg["image_size"], crop, labels), _first_image_side(files, crop),
+                    _checked(labels, classes, cfg["data_dir"]))
+        images, side = _source(name, cfg, crop, fast, quiet)
+        if len(images) != len(files):   # the cache skipped unreadable files: labels would shift
+            raise DataError(f"{len(files) - len(images)} of the {len(files)} images in {cfg['data_dir']} "
+                            f"could not be read, and --conditional needs every image with its label: "
+                            f"remove the unreadable files (named when the cache was built)")
+        return images, side, _checked(labels, classes, cfg["data_dir"])
+    else:
+        raise DataError(f"{name} has no class labels: {LABELLED_HELP}")
+    return (*found, _checked(labels, CLASS_NAMES[name], cfg["data_dir"]))
+
+
+def _checked(labels, classes, where):
+    """(labels, classes) when every label names a class and there are two classes at least."""
+    if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+        raise DataError(f"the labels in {where} run from {int(labels.min())} to {int(labels.max())}, "
+                        f"outside the {len(classes)} classes: download the files again")
+    present = torch.unique(labels).tolist()
+    if len(present) < 2:
+        raise DataError(f"the images in {where} all have one class ({classes[present[0]]!r}), and a "
+                        f"conditional GAN needs two at least: {LABELLED_HELP}")
+    return labels, classes
+
+
+def folder_classes(data_dir, files):
+    """(int64 labels, class names) of image files under data_dir: the class of a
+    file is its first folder level (DIR/cat/a.jpg and DIR/cat/x/b.jpg: cat),
+    classes sorted by name. Files directly in data_dir have none: a DataError."""
+    root = Path(data_dir)
+    first = [f.relative_to(root).parts for f in files]
+    loose = [f for f, parts in zip(files, first) if len(parts) == 1]
+    if loose:
+        raise DataError(f"{len(loose)} images lie directly in {root} (e.g. {loose[0].name}), outside "
+                        f"any class subfolder: {LABELLED_HELP}")
+    classes = sorted({parts[0] for parts in first})
+    index = {c: i for i, c in enumerate(classes)}
+    return torch.tensor([index[parts[0]] for parts in first], dtype=torch.int64), classes
 
 
 def _side(width, height, crop):
@@ -175,15 +253,18 @@ class TensorLoader:
     """Fast path: the whole data set as uint8, batches are index + to_float.
     The images live on `device` when they fit (images_fit), else in host memory,
     each batch gathered into pinned memory (on CUDA) and copied without waiting.
-    free_bytes: the device's free memory (None: ask CUDA; on a CPU, they fit)."""
+    free_bytes: the device's free memory (None: ask CUDA; on a CPU, they fit).
+    With labels (int64 N): (images, labels) pairs, the same index."""
 
-    def __init__(self, images_uint8, batch_size, device, seed=0, rank=0, world=1, free_bytes=None):
+    def __init__(self, images_uint8, batch_size, device, seed=0, rank=0, world=1, free_bytes=None,
+                 labels=None):
         self.device = torch.device(device)
         if free_bytes is None and self.device.type == "cuda":
             free_bytes = torch.cuda.mem_get_info(self.device)[0]
         needed = images_uint8.numel()
         self.on_device = free_bytes is None or images_fit(needed, free_bytes)
         self.images = images_uint8.to(self.device) if self.on_device else images_uint8
+        self.labels = labels.to(self.device) if labels is not None else None
         if rank == 0 and (self.device.type != "cpu" or not self.on_device):
             print(placement_line(needed, free_bytes, self.device, self.on_device), flush=True)
         self.sampler = ShuffledBatches(len(images_uint8), batch_size, seed, rank, world)
@@ -194,15 +275,16 @@ class TensorLoader:
     def batches(self, epoch, skip=0):
         self.sampler.set_epoch(epoch, skip)
         for idx in self.sampler:
+            idx = idx.to(self.images.device)
             # index_select: same result as images[idx], several times cheaper on the CPU
             if self.on_device:
-                yield to_float(self.images.index_select(0, idx.to(self.device)))
-                continue
-            # The caching host allocator reuses a pinned buffer only once its copy has finished.
-            batch = torch.empty((len(idx), *self.images.shape[1:]), dtype=torch.uint8,
-                                pin_memory=self.device.type == "cuda")
-            torch.index_select(self.images, 0, idx, out=batch)
-            yield to_float(batch.to(self.device, non_blocking=True))
+                images = to_float(self.images.index_select(0, idx))
+            else:   # the caching host allocator reuses a pinned buffer only once its copy has finished
+                batch = torch.empty((len(idx), *self.images.shape[1:]), dtype=torch.uint8,
+                                    pin_memory=self.device.type == "cuda")
+                torch.index_select(self.images, 0, idx, out=batch)
+                images = to_float(batch.to(self.device, non_blocking=True))
+            yield images if self.labels is None else (images, self.labels.index_select(0, idx.to(self.device)))
 
 
 # The images stay on the training device if they take at most this share of its
@@ -223,7 +305,8 @@ def placement_line(needed, free, device, on_device):
 
 
 class DatasetLoader:
-    """Per-image path: a DataLoader over a Dataset, same batch order as TensorLoader."""
+    """Per-image path: a DataLoader over a Dataset, same batch order as TensorLoader;
+    a Dataset of (image, label) items gives (images, labels) batches."""
 
     def __init__(self, dataset, batch_size, device, seed=0, rank=0, world=1, num_workers=0):
         self.device = torch.device(device)
@@ -239,7 +322,10 @@ class DatasetLoader:
     def batches(self, epoch, skip=0):
         self.sampler.set_epoch(epoch, skip)
         for x in self.loader:
-            yield x.to(self.device, non_blocking=True)
+            if isinstance(x, list):   # collated (images, labels)
+                yield tuple(t.to(self.device, non_blocking=True) for t in x)
+            else:
+                yield x.to(self.device, non_blocking=True)
 
 
 
@@ -253,10 +339,11 @@ class PerImage(torch.utils.data.Dataset):
     """The lecture's per-image path over images already in memory (IDX sets,
     CIFAR-10): each access makes a PIL image and converts it back, as
     ToTensor + Normalize would (to_float: the same numbers).
-    images_uint8: N x C x H x W with C = 1 or 3; items are C x H x W in [-1, 1]."""
+    images_uint8: N x C x H x W with C = 1 or 3; items are C x H x W in [-1, 1],
+    or (image, label) with labels (int64 N)."""
 
-    def __init__(self, images_uint8):
-        self.images = images_uint8
+    def __init__(self, images_uint8, labels=None):
+        self.images, self.labels = images_uint8, labels
 
     def __len__(self):
         return len(self.images)
@@ -265,7 +352,8 @@ class PerImage(torch.utils.data.Dataset):
         img = self.images[i].permute(1, 2, 0).squeeze(2).numpy()  # H x W (grey) or H x W x 3
         arr = np.array(Image.fromarray(img), dtype=np.uint8)      # a writable copy
         x = torch.from_numpy(arr)
-        return to_float(x[None] if x.dim() == 2 else x.permute(2, 0, 1))
+        x = to_float(x[None] if x.dim() == 2 else x.permute(2, 0, 1))
+        return x if self.labels is None else (x, self.labels[i])
 
 
 
@@ -468,7 +556,7 @@ def _train_split(files, partition_file):
 
 def find_images(data_dir):
     """Every image file under data_dir at any depth, sorted: a flat folder or
-    ImageFolder-style class subfolders (the classes are not used). Hidden
+    ImageFolder-style class subfolders (their classes: folder_classes). Hidden
     files and folders are skipped, the .gan_cache folder among them."""
     root = Path(data_dir)
     if not os.path.isdir(root):
@@ -555,10 +643,11 @@ class FaceImages(torch.utils.data.Dataset):
     each image on every access; items are 3 x size x size in [-1, 1].
     An unreadable file is skipped as the cache path skips it: a warning (once
     per file and process) and the next readable file takes its place, so an
-    epoch keeps its length. On clean data nothing changes."""
+    epoch keeps its length. On clean data nothing changes. With labels (int64
+    N), items are (image, label), the label of the file actually read."""
 
-    def __init__(self, files, size=64, crop="celeba"):
-        self.files, self.size, self.crop = list(files), size, crop
+    def __init__(self, files, size=64, crop="celeba", labels=None):
+        self.files, self.size, self.crop, self.labels = list(files), size, crop, labels
         self.bad = set()
 
     def __len__(self):
@@ -575,7 +664,8 @@ class FaceImages(torch.utils.data.Dataset):
                 self.bad.add(j)
                 warnings.warn(f"skipping {e}", stacklevel=2)
                 continue
-            return to_float(torch.from_numpy(arr).permute(2, 0, 1))
+            x = to_float(torch.from_numpy(arr).permute(2, 0, 1))
+            return x if self.labels is None else (x, self.labels[j])
         raise DataError(f"none of the {n} images in {self.files[0].parent} could be read "
                         f"(see the warnings above)")
 
@@ -597,9 +687,10 @@ def stacked_mnist(data_dir, size=32, seed=0, n=STACKED_IMAGES, download=False):
 
 # ---------------------------------------------------------------- CIFAR-10 (python pickles)
 
-def read_cifar10(data_dir, size=32, crop="none", train=True):
+def read_cifar10(data_dir, size=32, crop="none", train=True, labels=False):
     """CIFAR-10 as uint8 N x 3 x size x size (50,000 train or 10,000 test
-    images, 32 x 32 resized through crop_resize when size differs). Reads
+    images, 32 x 32 resized through crop_resize when size differs), or (images,
+    int64 labels N) with labels=True. Reads
     torchvision's layout, DIR/cifar-10-batches-py/data_batch_1..5 (test_batch),
     or that folder itself."""
     root = Path(data_dir)
@@ -611,8 +702,12 @@ def read_cifar10(data_dir, size=32, crop="none", train=True):
         hint = f"found {tars[0]}: unpack it first (tar xzf); " if tars else ""
         raise DataError(f"CIFAR-10 file {missing[0]} not found in {folder}/ ({len(missing)} of "
                         f"{len(names)} missing): {hint}{CIFAR_HELP}")
-    data = np.concatenate([_cifar_batch(folder / n) for n in names])
-    return resize_images(torch.from_numpy(data.reshape(-1, 3, 32, 32)), size, crop)
+    batches = [_cifar_batch(folder / n) for n in names]
+    data = np.concatenate([d for d, _ in batches])
+    images = resize_images(torch.from_numpy(data.reshape(-1, 3, 32, 32)), size, crop)
+    if not labels:
+        return images
+    return images, torch.from_numpy(np.concatenate([np.asarray(t, dtype=np.int64) for _, t in batches]))
 
 
 class _Refused(pickle.UnpicklingError):
@@ -647,7 +742,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def _cifar_batch(path):
-    """One batch file -> uint8 N x 3072 (b"data"; b"labels" is only checked for its count)."""
+    """One batch file -> (uint8 N x 3072 b"data", its b"labels", checked for their count)."""
     try:
         with open(path, "rb") as f:
             batch = _ArrayUnpickler(f, encoding="bytes").load()
@@ -666,7 +761,7 @@ def _cifar_batch(path):
                         f"N x 3072 uint8, and b'labels'): {CIFAR_HELP}")
     if len(labels) != len(data):
         raise DataError(f"{path} holds {len(data)} images but {len(labels)} labels: {CIFAR_HELP}")
-    return data
+    return data, labels
 
 
 # ---------------------------------------------------------------- the decode cache

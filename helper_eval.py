@@ -30,10 +30,11 @@ from torch import nn
 
 # one rule for every cache: beside the data or ~/.cache
 from helper_data import DataError, dataset_images, default_cache_dir, read_idx_set, to_float
-from helper_features import KID_SUBSET_SIZE, KID_SUBSETS, NETWORK, PR_K, RESIZE, cached_features, feature_scores
+from helper_features import (KID_SUBSET_SIZE, KID_SUBSETS, NETWORK, PR_K, RESIZE, cached_features, feature_scores,
+                              frechet_distance)
 from helper_files import atomic_write
 from helper_flags import IDX_SETS
-from models import samples_of
+from models import every_class, samples_of
 
 CLASSIFIER_VERSION = 1  # bump when the network or its training changes, to invalidate caches
 BATCH = 1000  # images per forward pass when scoring: bounded memory, few Python round trips
@@ -380,6 +381,33 @@ EVAL_NUM = {"idx": 5000, "rgb": 1000, "stacked": 10000}   # samples per evaluati
 STACKED_NUM = 26000   # StackedMNIST samples in evaluate.py, as in the literature (PacGAN, VEEGAN)
 
 
+def class_agreement(classifier, images, labels, num_classes=10):
+    """How often the classifier reads in N x 1 x 28 x 28 images the class they
+    were drawn as (int64 labels N): {"class_agreement": over all of them,
+    "min_class_agreement": of the worst class, "class_agreement_per_class": a
+    float per class, NaN for a class without images}. For real images with
+    their true labels: the classifier's accuracy."""
+    _, logits = _classify(classifier, images)
+    hit = (logits.argmax(1) == labels).double()
+    per_class = [float(hit[labels == k].mean()) for k in range(num_classes)]
+    return {"class_agreement": float(hit.mean()),
+            "min_class_agreement": min(a for a in per_class if a == a),   # a == a: not NaN
+            "class_agreement_per_class": per_class}
+
+
+def class_fid(classifier, images, labels, real_images, real_labels, num_classes=10):
+    """FID in the classifier's features of each class's images against the real
+    images of that class: {"mean_class_fid", "class_fid_per_class"} (NaN for a
+    class with fewer than two images on either side)."""
+    feats, real = _classify(classifier, images)[0], _classify(classifier, real_images)[0]
+    per_class = [frechet_distance(feats[labels == k], real[real_labels == k])
+                 if min((labels == k).sum(), (real_labels == k).sum()) > 1 else float("nan")
+                 for k in range(num_classes)]
+    present = [f for f in per_class if f == f]
+    return {"mean_class_fid": float(np.mean(present)) if present else float("nan"),
+            "class_fid_per_class": per_class}
+
+
 def kind_of(cfg):
     """'idx' (28 x 28 grey: the classifier's metrics), 'stacked' (StackedMNIST:
     modes through the MNIST classifier) or 'rgb' (SWD and MS-SSIM)."""
@@ -405,14 +433,23 @@ class Reference:
     """Real images to compare a run's samples with, loaded once. 28 x 28 sets:
     the test split and the set's own classifier (`num` training images are the
     floor); StackedMNIST: the MNIST classifier (`num` real stacks are the
-    floor); RGB sets: 2 x `num` of the training images (one half the floor)."""
+    floor); RGB sets: 2 x `num` of the training images (one half the floor).
+    A conditional run on a 28 x 28 set is also scored by class agreement (the
+    samples' labels given to scores), whose floor, the ceiling of what a
+    generator can reach, is the classifier's accuracy on the test split."""
 
     def __init__(self, cfg, num, seed=0):
         self.kind, self.seed = kind_of(cfg), seed
+        self.conditional = cfg.get("conditional", False) and self.kind == "idx"
         if self.kind != "rgb":
             name = "mnist" if self.kind == "stacked" else cfg["dataset"]
             self.classifier = load_mnist_classifier(cfg["data_dir"], cfg["cache_dir"], name=name)
-        if self.kind == "idx":
+        if self.conditional:   # labels picked with the same permutation as their images
+            test, self.real_labels = read_idx_set(cfg["data_dir"], cfg["dataset"], train=False, labels=True)
+            train, train_labels = read_idx_set(cfg["data_dir"], cfg["dataset"], labels=True)
+            self.real, self.train_real = to_float(test), to_float(_pick(train, num, seed))
+            self.train_labels = _pick(train_labels, num, seed)
+        elif self.kind == "idx":
             self.real = to_float(dataset_images(cfg, train=False))
             self.train_real = to_float(_pick(dataset_images(cfg), num, seed))
         elif self.kind == "stacked":
@@ -420,16 +457,31 @@ class Reference:
         else:
             self.real, self.train_real = map(to_float, _two_disjoint(dataset_images(cfg), num, seed))
 
-    def scores(self, images):
+    def scores(self, images, labels=None):
+        """labels: the classes a conditional run's images were drawn as (int64 N)."""
         if self.kind == "idx":
-            return mnist_scores(self.classifier, images, self.real, self.seed)
+            scores = mnist_scores(self.classifier, images, self.real, self.seed)
+            if self.conditional and labels is not None:
+                scores.update(class_agreement(self.classifier, images, labels))
+                scores.update(class_fid(self.classifier, images, labels, self.real, self.real_labels))
+            return scores
         if self.kind == "stacked":
             return stacked_modes(self.classifier, images)
         return rgb_scores(images, self.real, seed=self.seed)
 
     def floor(self):
         """The same scores for real images that are not the reference: the best a GAN can do."""
-        return self.scores(self.train_real)
+        if not self.conditional:
+            return self.scores(self.train_real)
+        # class FID of training images by their true classes; agreement: the accuracy on the test split
+        floor = self.scores(self.train_real, self.train_labels)
+        floor.update(class_agreement(self.classifier, self.real, self.real_labels))
+        return floor
+
+    def of_generator(self, gen, cfg, num, seed=0):
+        """The scores of num samples of gen (a conditional run's: every class in turn)."""
+        labels = every_class(num, len(cfg["classes"])) if cfg.get("conditional") else None
+        return self.scores(samples_of(gen, cfg["latent_dim"], num, seed, labels=labels), labels)
 
 
 class InceptionReference:
@@ -483,7 +535,7 @@ def make_evaluator(cfg, inception=None):
               "; ".join(f"{k} {v}" for k, v in standard.protocol.items()), flush=True)
 
     def evaluate(gen):
-        scores = ref.scores(samples_of(gen, cfg["latent_dim"], num))
+        scores = ref.of_generator(gen, cfg, num)
         if standard is not None:
             scores.update(standard.of_generator(gen, cfg["latent_dim"]))
         return {k: v for k, v in scores.items() if isinstance(v, float)}

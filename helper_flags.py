@@ -52,7 +52,7 @@ COMMON_DEFAULTS = dict(seed=1, device="auto", num_workers=2, input_path="tensor"
                        eval_every=0, eval_inception=0, time_budget=0.0, amp="auto", compile=False,
                        cudnn_benchmark=True, health=True, tensorboard=False, threads=0,
                        loss="bce", beta2=0.999, n_critic=1, clip=0.01, gp_weight=10.0,
-                       spectral_norm=False, r1=0.0, r2=0.0, cosine=0, diffaug="")
+                       spectral_norm=False, r1=0.0, r2=0.0, cosine=0, diffaug="", conditional=False)
 
 
 def flag_adder(parser, defaults):
@@ -126,6 +126,11 @@ def add_common_args(parser, presets):
            "on a cosine over STEPS steps, then hold them; 0: off")
     a("--diffaug", help="DiffAugment of every image D sees: a comma list of color, translation, "
                         "cutout; empty: off")
+    # Class-conditional GANs (README: "Class-conditional GANs").
+    a("--conditional", action="store_true",
+      help="train on the data's class labels: G gets a class embedding, D a projection; the grids "
+           "show one row per class (needs labelled data: the IDX sets, cifar10, or a folder with "
+           "one subfolder per class)")
     # Speed options (no effect on what is computed, except --amp).
     a("--amp", choices=["auto", "off", "bf16", "fp16"],
       help="autocast precision; auto: bf16 on CUDA GPUs that support it, off otherwise")

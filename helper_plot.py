@@ -24,11 +24,13 @@ import helper_report  # noqa: E402
 from helper_files import atomic_write, read_events, read_metrics  # noqa: E402
 
 
-def save_grid(images, path, nrow=8):
+def save_grid(images, path, nrow=8, row_labels=None):
     """N x C x H x W in [-1, 1] -> an nrow-wide PNG grid, written at once.
     Images under 32 px (MNIST's 28) are doubled, pixel for pixel, so that a
-    grid reads at its natural size."""
-    save_image(Image.fromarray(helper_report.grid_image(readable(images), nrow)), path)
+    grid reads at its natural size. row_labels: names drawn left of the rows
+    (a class grid's classes)."""
+    grid = helper_report.grid_image(readable(images), nrow)
+    save_image(helper_report.label_rows(grid, row_labels) if row_labels else Image.fromarray(grid), path)
 
 
 def readable(images):

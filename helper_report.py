@@ -271,7 +271,9 @@ def _summary(cfg, events):
                              if "batch" in end else   # runs before it stopped mid-epoch
                              f"stopped by the time budget after epoch {end.get('epoch')}"),
              }[end.get("event")]
-    return [("model", cfg.get("model", "?")),
+    classes = ([("classes (the grids' rows: the first 10)", ", ".join(cfg["classes"]))]
+               if cfg.get("conditional") else [])
+    return [("model", cfg.get("model", "?")), *classes,
             ("epochs done / planned", f"{done} / {cfg.get('epochs', '?')}"),
             ("seconds per epoch (median)", f"{np.median(seconds):.3g}" if seconds else "-"),
             ("ended", ended), ("resumed", "yes" if resumed else "no"),
@@ -298,6 +300,9 @@ SCORES = {**{k: (f"classifier {label}", b) for k, (label, b) in _FEATURE_SCORES.
           **{f"inception_{k}": (f"Inception {label}", b) for k, (label, b) in _FEATURE_SCORES.items()},
           "inception_score": ("classifier Inception Score", "higher"),
           "min_class_share": ("rarest class share, 0.1 = balanced", "higher"),
+          "class_agreement": ("class agreement (read as asked)", "higher"),
+          "min_class_agreement": ("worst class's agreement", "higher"),
+          "mean_class_fid": ("classifier FID per class, mean", "lower"),
           "swd_mean": ("SWD x 1e3, mean of the levels", "lower"),
           **{f"swd_{r}": (f"SWD x 1e3 at {r} x {r} px", "lower") for r in (16, 32, 64, 128, 256)},
           "ms_ssim": ("MS-SSIM among samples", "lower: more varied"),

@@ -9,6 +9,11 @@ One step, per batch of real images x (N x C x H x W in [-1, 1]):
 Each optimizer holds only its own network's parameters. D outputs logits, so
 the loss is BCE *with logits*.
 
+With --conditional each batch comes with its class labels y, and every call
+of G and D gets them as a second argument (gan_step's `c`): G(z, y) draws
+fakes of the real batch's classes, D(x, y) scores an image as an image of
+class y. Nothing else in the step changes.
+
 Read top to bottom: `gan_step` (the step above), `train_gan` (the loop over
 epochs and batches, with logging, grids and checkpoints), then what they use:
 the training state (the networks and their two Adams) and the metrics file.
@@ -38,34 +43,36 @@ from helper_augment import diff_augment
 from helper_checkpoint import CKPT_FORMAT, networks, save_checkpoint
 from helper_files import Progress, append_event, atomic_write, metric_rows, read_events
 from helper_tensorboard import open_writer
-from models import sample
+from models import GRID_CLASSES, class_grid, sample
 
 
 # ---------------------------------------------------------------- the step
 
-def gan_step(s, real, cfg, autocast):
+def gan_step(s, real, cfg, autocast, labels=None):
     """One D step, then (every cfg["n_critic"]-th batch) one G step, on a batch
-    of real images (N x C x H x W in [-1, 1]). Returns a 4-vector on the device
-    (G loss, D loss, D accuracy on real, on fake), so that logging needs no host
+    of real images (N x C x H x W in [-1, 1]) and, when conditional, their
+    class labels (int64 N). Returns a 4-vector on the device (G loss, D loss,
+    D accuracy on real, on fake), so that logging needs no host
     synchronisation here. With the lecture's settings (bce, n_critic 1, no
     augmentation or penalty) this is exactly the step in the module docstring."""
     n, device, kind = real.shape[0], real.device, cfg["loss"]
     augment = lambda x: diff_augment(x, cfg["diffaug"])   # noqa: E731  (x itself without --diffaug)
+    c = () if labels is None else (labels,)   # the conditioning: the classes, for every G and D call
 
     hyper = schedule.at_step(cfg, s.step)   # lr, beta2, R1/R2 gamma: cfg's, or on --cosine's curve
     schedule.set_optimizers(s.opt_g, s.opt_d, cfg, hyper)
 
     z = torch.randn(n, cfg["latent_dim"], device=device)
     with autocast:
-        fake = s.gen_step(z)                                       # N x C x H x W
+        fake = s.gen_step(z, *c)                                   # N x C x H x W
 
     # --- D step: tell real (1) from fake (0); detach so G stays frozen.
     s.opt_d.zero_grad(set_to_none=True)
     with autocast:
-        logits_real = s.disc_step(augment(real)).float()           # N
-        logits_fake = s.disc_step(augment(fake.detach())).float()  # N
+        logits_real = s.disc_step(augment(real), *c).float()           # N
+        logits_fake = s.disc_step(augment(fake.detach()), *c).float()  # N
         d_loss = losses.d_loss(kind, logits_real, logits_fake, 1.0 - cfg["label_smoothing"])
-    s.scaler.scale(d_loss + penalties(s, real, fake, cfg, hyper)).backward()
+    s.scaler.scale(d_loss + penalties(s, real, fake, cfg, hyper, c)).backward()
     s.scaler.step(s.opt_d)
     if kind == "wgan":   # keep the critic Lipschitz by clipping its weights
         losses.clip_weights_(s.disc, cfg["clip"])
@@ -75,11 +82,11 @@ def gan_step(s, real, cfg, autocast):
         s.opt_g.zero_grad(set_to_none=True)
         if cfg["fresh_noise"]:   # the lecture's open question: a new noise batch for the G step
             with autocast:
-                fake = s.gen_step(torch.randn(n, cfg["latent_dim"], device=device))
+                fake = s.gen_step(torch.randn(n, cfg["latent_dim"], device=device), *c)
         with autocast, s.frozen_disc():    # gradients flow through D to G, not into D's weights
-            logits_g = s.disc_step(augment(fake)).float()
+            logits_g = s.disc_step(augment(fake), *c).float()
             with torch.no_grad():          # rpgan: the paired real scores, constants for G
-                paired = s.disc_step(augment(real)).float() if kind == "rpgan" else None
+                paired = s.disc_step(augment(real), *c).float() if kind == "rpgan" else None
             g_loss = losses.g_loss(kind, logits_g, paired)
         s.scaler.scale(g_loss).backward()
         s.scaler.step(s.opt_g)
@@ -93,19 +100,21 @@ def gan_step(s, real, cfg, autocast):
     return torch.stack([g_loss.detach(), d_loss.detach(), acc_real, acc_fake])
 
 
-def penalties(s, real, fake, cfg, hyper):
+def penalties(s, real, fake, cfg, hyper, c=()):
     """The D step's regularisers, 0 without them: the WGAN-GP gradient penalty,
     and R1 on real / R2 on fake images (gamma from `hyper`, this step's values),
     applied lazily every R1_EVERY steps with their weight scaled up to match (as
     StyleGAN2 does). All on the plain D (not the DDP or compiled wrapper: no
-    compiled double backward), in float32; R2's fakes are detached (D only)."""
+    compiled double backward), in float32; R2's fakes are detached (D only).
+    c: the batch's conditioning, () or (labels,): D's slope at each image of its class."""
+    disc = (lambda x: s.disc(x, *c)) if c else s.disc
     total = 0.0
     if cfg["loss"] == "wgan-gp":
-        total = losses.gradient_penalty(s.disc, real, fake, cfg["gp_weight"])
+        total = losses.gradient_penalty(disc, real, fake, cfg["gp_weight"])
     if cfg["r1"] and s.step % R1_EVERY == 0:
-        total = total + losses.r1_penalty(s.disc, real, hyper["r1"] * R1_EVERY)
+        total = total + losses.r1_penalty(disc, real, hyper["r1"] * R1_EVERY)
     if cfg["r2"] and s.step % R1_EVERY == 0:
-        total = total + losses.r2_penalty(s.disc, fake, hyper["r2"] * R1_EVERY)
+        total = total + losses.r2_penalty(disc, fake, hyper["r2"] * R1_EVERY)
     return total
 
 
@@ -159,8 +168,9 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
 
     def end_epoch(seconds, rank_rngs):
         """Grid of the fixed noise, health check on it, evaluation, checkpoint, plots."""
-        epoch, samples = state.epoch, sample(state.sampler(), state.fixed_noise)
-        helper_plot.save_grid(samples, run_dir / "grids" / f"epoch_{epoch:03d}.png")
+        epoch, samples = state.epoch, fixed_samples(state)
+        helper_plot.save_grid(samples, run_dir / "grids" / f"epoch_{epoch:03d}.png",
+                              row_labels=grid_rows(cfg))
         info = {"epoch": epoch, "step": state.step, "seconds": round(seconds, 3)}
         if health is not None:
             ratio, messages = health.check_samples(samples, epoch)
@@ -183,10 +193,11 @@ def train_gan(state, loader, cfg, run_dir, rank=0, world=1, health=None, evaluat
     def run_epoch(stop):
         """The rest of this epoch's batches. Returns "diverged" or "interrupted"
         when it stopped early, else None."""
-        for real in loader.batches(state.epoch, skip=state.batch):
+        for batch in loader.batches(state.epoch, skip=state.batch):
             if state.batch == per_epoch:
                 break
-            pending.append(gan_step(state, prepare_batch(real, cfg), cfg, autocast))
+            real, labels = split_batch(batch)
+            pending.append(gan_step(state, prepare_batch(real, cfg), cfg, autocast, labels))
             state.batch += 1
             if budget and time.time() - start > budget:   # --time-budget: stop as Ctrl-C does
                 stop.request("time_budget")
@@ -335,11 +346,30 @@ def any_rank_reason(reason, world, device):
     return StopSignals.REASONS[int(t.item())]
 
 
+def split_batch(batch):
+    """A loader's batch as (images, labels): labels None when unconditional."""
+    return batch if isinstance(batch, tuple) else (batch, None)
+
+
 def prepare_batch(real, cfg):
     """The batch in the networks' memory format (NHWC with channels_last)."""
     if cfg["channels_last"] and real.dim() == 4:
         return real.contiguous(memory_format=torch.channels_last)
     return real
+
+
+def fixed_samples(state):
+    """The fixed noise through the sampling generator: 64 images, or from a
+    conditional one its class grid (models.class_grid, 8 columns)."""
+    gen = state.sampler()
+    if gen.num_classes:
+        return class_grid(gen, state.fixed_noise)
+    return sample(gen, state.fixed_noise)
+
+
+def grid_rows(cfg):
+    """The row labels of the fixed-noise grids: the class names when conditional, else None."""
+    return cfg["classes"][:GRID_CLASSES] if cfg["conditional"] else None
 
 
 def amp_dtype(cfg, device):

@@ -4,6 +4,13 @@ Every network is built from its arguments (no globals). Generators take noise
 of shape N x latent (N x latent x 1 x 1 is accepted too, as in the lecture's
 loop) and return images in [-1, 1] (Tanh). Discriminators take images and
 return one logit per image, shape N: the loss is BCE *with logits*.
+
+Class-conditional networks (num_classes > 0, --conditional) take the int64
+class labels y (N) as a second argument: the generator a learned class
+embedding concatenated to its noise, the discriminator a projection term
+(Miyato & Koyama 2018), D(x, y) = psi(phi(x)) + <embed(y), phi(x)>, where
+phi(x) is the last hidden layer and psi the output layer. With num_classes 0
+the networks, their parameters and their outputs are exactly the unconditional ones.
 """
 import math
 
@@ -34,43 +41,98 @@ def _mlp(sizes, slope, dropout, activation="leaky", batchnorm=False):
     return layers
 
 
+# ---------------------------------------------------------------- the class conditioning
+
+CLASS_DIM = 32   # length of the generator's class embedding, beside the noise
+
+
+def class_embedding(num_classes):
+    """The generator's learned class embedding (N(0, 1) rows, the scale of the noise), or None."""
+    return nn.Embedding(num_classes, CLASS_DIM) if num_classes else None
+
+
+def with_class(z, embed, y):
+    """The generator's input: noise N x latent (x 1 x 1) flattened to N x latent,
+    followed by the class embedding of y when the generator is conditional
+    (y: int64 labels N, or N x CLASS_DIM embeddings)."""
+    z = z.flatten(1)
+    if (embed is None) != (y is None):
+        raise ValueError("class labels go with a conditional network only (num_classes > 0)")
+    if embed is None:
+        return z
+    e = y if y.is_floating_point() else embed(y)   # float: embeddings themselves (a walk between classes)
+    return torch.cat([z, e.to(z.dtype)], dim=1)
+
+
+class Projection(nn.Module):
+    """The class term of a projection discriminator: <embed(y), phi(x)> per image,
+    one embedding row per class as long as the flattened features phi(x). Zero
+    at the start, so D begins as the unconditional D and learns each class's direction."""
+
+    def __init__(self, num_classes, features):
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, features)
+        nn.init.zeros_(self.embed.weight)
+
+    def forward(self, h, y):
+        return (self.embed(y) * h.flatten(1)).sum(dim=1)   # N
+
+
+def projected(net, head, projection, x, y):
+    """net(x) as N logits; with a projection, psi(phi(x)) + <embed(y), phi(x)>,
+    where phi = net[:head] (the features) and psi = net[head:] (the output layer)."""
+    if (projection is None) != (y is None):
+        raise ValueError("class labels go with a conditional network only (num_classes > 0)")
+    if projection is None:
+        return net(x).view(-1)
+    h = net[:head](x)                                        # phi(x)
+    return net[head:](h).view(-1) + projection(h, y)
+
+
+# ---------------------------------------------------------------- the networks
+
 class FCGenerator(nn.Module):
     """Lecture MNIST generator: z -> Linear(latent, 128) -> LeakyReLU -> Dropout
     -> Linear(128, C*H*W) -> Tanh -> N x C x H x W. `hidden` may list more
     widths for a deeper, wider generator; `batchnorm` puts BatchNorm after each
-    hidden Linear, as the DCGAN generator has after each hidden ConvT."""
+    hidden Linear, as the DCGAN generator has after each hidden ConvT.
+    num_classes > 0: forward(z, y), the class embedding of y beside z."""
 
     def __init__(self, latent_dim=100, img_shape=(1, 28, 28), hidden=(128,),
-                 slope=0.01, dropout=0.5, activation="leaky", batchnorm=False):
+                 slope=0.01, dropout=0.5, activation="leaky", batchnorm=False, num_classes=0):
         super().__init__()
-        self.latent_dim = latent_dim
+        self.latent_dim, self.num_classes = latent_dim, num_classes
         self.img_shape = tuple(img_shape)
         out = math.prod(self.img_shape)
+        self.embed = class_embedding(num_classes)
+        n_in = latent_dim + (CLASS_DIM if num_classes else 0)
         self.net = nn.Sequential(
-            *_mlp([latent_dim, *hidden], slope, dropout, activation, batchnorm),  # N x hidden[-1]
+            *_mlp([n_in, *hidden], slope, dropout, activation, batchnorm),  # N x hidden[-1]
             nn.Linear(hidden[-1], out),                                # N x C*H*W
             nn.Tanh(),                                                 # in [-1, 1] like the data
         )
 
-    def forward(self, z):
-        x = self.net(z.flatten(1))                   # N x latent (x 1 x 1) -> N x C*H*W
+    def forward(self, z, y=None):
+        x = self.net(with_class(z, self.embed, y))   # N x latent (x 1 x 1) -> N x C*H*W
         return x.view(z.shape[0], *self.img_shape)   # N x C x H x W
 
 
 class FCDiscriminator(nn.Module):
     """Lecture MNIST discriminator: Flatten -> Linear(C*H*W, 128) -> LeakyReLU
-    -> Dropout -> Linear(128, 1), returning logits of shape N."""
+    -> Dropout -> Linear(128, 1), returning logits of shape N. num_classes > 0:
+    forward(x, y) adds the projection of the last hidden layer on y's embedding."""
 
-    def __init__(self, img_shape=(1, 28, 28), hidden=(128,), slope=0.01, dropout=0.5):
+    def __init__(self, img_shape=(1, 28, 28), hidden=(128,), slope=0.01, dropout=0.5, num_classes=0):
         super().__init__()
         self.net = nn.Sequential(
             nn.Flatten(),                                                  # N x C*H*W
             *_mlp([math.prod(img_shape), *hidden], slope, dropout),        # N x hidden[-1]
             nn.Linear(hidden[-1], 1),                                      # N x 1 logits
         )
+        self.project = Projection(num_classes, hidden[-1]) if num_classes else None
 
-    def forward(self, x):
-        return self.net(x).view(-1)  # N
+    def forward(self, x, y=None):
+        return projected(self.net, -1, self.project, x, y)  # N
 
 
 def num_doublings(image_size):
@@ -85,12 +147,15 @@ class DCGANGenerator(nn.Module):
     """Lecture DCGAN generator for 64 x 64 x 3 (g = features):
     latent x 1 x 1 -> ConvT(k4 s1 p0) 8g x 4 x 4 -> 4g x 8 x 8 -> 2g x 16 x 16
     -> g x 32 x 32 -> ConvT 3 x 64 x 64 -> Tanh. BatchNorm + LeakyReLU after
-    each hidden ConvT, which has no bias (BN's shift makes it redundant)."""
+    each hidden ConvT, which has no bias (BN's shift makes it redundant).
+    num_classes > 0: forward(z, y), the class embedding of y beside z at the
+    first layer (latent + CLASS_DIM input channels)."""
 
     def __init__(self, latent_dim=100, features=64, channels=3, image_size=64,
-                 slope=0.01, activation="leaky"):
+                 slope=0.01, activation="leaky", num_classes=0):
         super().__init__()
-        self.latent_dim = latent_dim
+        self.latent_dim, self.num_classes = latent_dim, num_classes
+        self.embed = class_embedding(num_classes)
         k = num_doublings(image_size)
         widths = [features * 2 ** i for i in reversed(range(k))]   # 64: [8g, 4g, 2g, g]
 
@@ -98,23 +163,26 @@ class DCGANGenerator(nn.Module):
             return [nn.ConvTranspose2d(n_in, n_out, 4, stride, pad, bias=False),
                     nn.BatchNorm2d(n_out), _act(activation, slope)]
 
-        layers = block(latent_dim, widths[0], 1, 0)                # 8g x 4 x 4
+        layers = block(latent_dim + (CLASS_DIM if num_classes else 0), widths[0], 1, 0)   # 8g x 4 x 4
         for n_in, n_out in zip(widths[:-1], widths[1:]):
             layers += block(n_in, n_out, 2, 1)                     # doubles H and W
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1),  # C x size x size
                    nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z):
+    def forward(self, z, y=None):
+        z = with_class(z, self.embed, y)
         return self.net(z.view(z.shape[0], -1, 1, 1))  # N x C x size x size
 
 
 class DCGANDiscriminator(nn.Module):
     """Lecture DCGAN discriminator (d = features): 3 x 64 x 64 -> Conv d x 32 x 32
     (no BN) -> 2d x 16 x 16 -> 4d x 8 x 8 -> 8d x 4 x 4 (BN + LeakyReLU) ->
-    Conv(8d -> 1, k4 s1 p0) -> 1 x 1 x 1 -> logits N. No pooling, no FC layer."""
+    Conv(8d -> 1, k4 s1 p0) -> 1 x 1 x 1 -> logits N. No pooling, no FC layer.
+    num_classes > 0: forward(x, y) adds the projection of the 8d x 4 x 4
+    features (flattened: the last conv is a linear layer on them) on y's embedding."""
 
-    def __init__(self, channels=3, features=64, image_size=64, slope=0.01):
+    def __init__(self, channels=3, features=64, image_size=64, slope=0.01, num_classes=0):
         super().__init__()
         k = num_doublings(image_size)
         widths = [features * 2 ** i for i in range(k)]            # 64: [d, 2d, 4d, 8d]
@@ -125,9 +193,10 @@ class DCGANDiscriminator(nn.Module):
         layers += [nn.Conv2d(widths[-1], 1, 4, 1, 0),             # 1 x 1 x 1
                    nn.Flatten()]                                   # N x 1
         self.net = nn.Sequential(*layers)
+        self.project = Projection(num_classes, widths[-1] * 16) if num_classes else None
 
-    def forward(self, x):
-        return self.net(x).view(-1)  # N
+    def forward(self, x, y=None):
+        return projected(self.net, -2, self.project, x, y)  # N
 
 
 def dcgan_init_(module):
@@ -146,16 +215,16 @@ def dcgan_init_(module):
 
 def build_models(cfg):
     """Generator and discriminator from a config dict (the one saved in run folders)."""
-    slope = cfg["slope"]
+    slope, classes = cfg["slope"], num_classes(cfg)
     if cfg["model"] == "fc":
         shape = tuple(cfg["img_shape"])
         gen = FCGenerator(cfg["latent_dim"], shape, cfg["g_hidden"], slope,
-                          cfg["dropout"], cfg["gen_activation"], cfg["g_batchnorm"])
-        disc = FCDiscriminator(shape, cfg["d_hidden"], slope, cfg["dropout"])
+                          cfg["dropout"], cfg["gen_activation"], cfg["g_batchnorm"], classes)
+        disc = FCDiscriminator(shape, cfg["d_hidden"], slope, cfg["dropout"], classes)
     elif cfg["model"] == "dcgan":
         gen = DCGANGenerator(cfg["latent_dim"], cfg["g_features"], cfg["channels"],
-                             cfg["image_size"], slope, cfg["gen_activation"])
-        disc = DCGANDiscriminator(cfg["channels"], cfg["d_features"], cfg["image_size"], slope)
+                             cfg["image_size"], slope, cfg["gen_activation"], classes)
+        disc = DCGANDiscriminator(cfg["channels"], cfg["d_features"], cfg["image_size"], slope, classes)
     else:
         raise ValueError(f"unknown model {cfg['model']!r}")
     if cfg["init"] == "dcgan":
@@ -163,19 +232,30 @@ def build_models(cfg):
     return gen, disc
 
 
+def num_classes(cfg):
+    """The classes a config's networks are conditioned on, 0: unconditional."""
+    return len(cfg["classes"]) if cfg.get("conditional") else 0
+
+
 # ---------------------------------------------------------------- sampling
 
 @torch.no_grad()
-def sample(gen, noise, batch=1000):
+def sample(gen, noise, batch=1000, labels=None):
     """Images from noise (N x latent) in eval mode (dropout off, BN running
     statistics), so sampling neither changes the networks nor uses the global
     RNG. N x C x H x W in [-1, 1], float32 on the CPU, filled batch by batch
-    into one tensor: the peak memory is the output's, not twice it."""
+    into one tensor: the peak memory is the output's, not twice it.
+    A conditional generator draws the classes `labels` (int64 N), by default
+    every class in turn (0, 1, ..., K-1, 0, ...): equally many of each."""
     was_training = gen.training
     gen.eval()
     out = None
-    for start, z in zip(range(0, len(noise), batch), noise.split(batch)):
-        images = gen(z).float().cpu()
+    k = getattr(gen, "num_classes", 0)
+    if k and labels is None:
+        labels = every_class(len(noise), k)
+    cond = [()] * len(noise) if not k else [(y,) for y in labels.to(noise.device).split(batch)]
+    for start, z, c in zip(range(0, len(noise), batch), noise.split(batch), cond):
+        images = gen(z, *c).float().cpu()
         if out is None:
             out = torch.empty(len(noise), *images.shape[1:])
         out[start:start + len(z)] = images
@@ -183,7 +263,26 @@ def sample(gen, noise, batch=1000):
     return out
 
 
-def samples_of(gen, latent_dim, num, seed=0):
-    """num images from noise seeded by `seed`: the same images on any device."""
+def samples_of(gen, latent_dim, num, seed=0, labels=None):
+    """num images from noise seeded by `seed`: the same images on any device
+    (a conditional generator: of the classes `labels`, by default every class in turn)."""
     noise = torch.randn(num, latent_dim, generator=torch.Generator().manual_seed(seed))
-    return sample(gen, noise.to(next(gen.parameters()).device))
+    return sample(gen, noise.to(next(gen.parameters()).device), labels=labels)
+
+
+def every_class(num, num_classes):
+    """int64 labels 0, 1, ..., K-1, 0, 1, ...: what a conditional generator draws
+    unless told (10,000 samples of 10 classes: 1,000 of each)."""
+    return torch.arange(num) % num_classes
+
+
+GRID_CLASSES = 10   # rows of a class grid: the first classes
+
+
+def class_grid(gen, noise, cols=8, rows=GRID_CLASSES):
+    """A conditional generator's class grid: one row per class (the first
+    `rows`), the same noise (noise[:cols]) down each column, so that a
+    column shows one "style" in every class. (rows * cols images, row by row)."""
+    rows = min(gen.num_classes, rows)
+    z = noise[:cols].repeat(rows, 1)
+    return sample(gen, z, labels=torch.arange(rows).repeat_interleave(cols))

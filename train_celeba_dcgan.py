@@ -14,7 +14,8 @@ CelebA: --data-dir may hold celeba/img_align_celeba/ (torchvision's layout),
 img_align_celeba/, or the images themselves; they are center-cropped (160 x
 160 of 178 x 218, scaled for other sizes), resized to 64 x 64 and decoded once
 into a cache (--cache-dir). A folder: images found at any depth (class
-subfolders are fine, labels are ignored), the largest centred square by default.
+subfolders are fine: with --conditional their names are the classes), the
+largest centred square by default.
 The run folder (--out) holds the same files as the MNIST script's.
 
 This file holds the presets; the lecture's training loop is in helper_train.py.

@@ -128,6 +128,21 @@ def dcgan_argv(data, out, cache, *extra, epochs=2):
             "--cache-dir", cache, "--device", "cpu", *extra]
 
 
+def ten_seconds_per_step(monkeypatch):
+    """The training loop's clock, made to advance 10 s per gan_step: --time-budget
+    runs out at a known step."""
+    import types
+    import helper_train
+    now, step = [1000.0], helper_train.gan_step
+
+    def timed_step(*args):
+        out = step(*args)
+        now[0] += 10.0
+        return out
+    monkeypatch.setattr(helper_train, "gan_step", timed_step)
+    monkeypatch.setattr(helper_train, "time", types.SimpleNamespace(time=lambda: now[0]))
+
+
 def read_metrics(run_dir):
     """metrics.csv as (header, rows of strings)."""
     with open(Path(run_dir) / "metrics.csv", newline="") as f:

@@ -5,7 +5,6 @@ go through the scripts' main(argv) on the fake data of conftest.py."""
 import copy
 import json
 import shutil
-import types
 
 import pytest
 import torch
@@ -18,7 +17,7 @@ import models
 import train_celeba_dcgan
 import train_mnist_gan
 from conftest import (assert_state_dicts_equal, dcgan_argv, load_ckpt, metric_values, mnist_argv,
-                      png_array, read_events, read_metrics, run_main, send_sigint)
+                      png_array, read_events, read_metrics, run_main, send_sigint, ten_seconds_per_step)
 from helper_train import GANState, gan_step
 from models import FCDiscriminator, FCGenerator, build_models
 
@@ -302,7 +301,7 @@ def interrupt_at(monkeypatch, step, inside=False, times=1):
     after the D update, before the G update."""
     real = helper_train.gan_step
 
-    def wrapped(s, batch, cfg, autocast):
+    def wrapped(s, batch, cfg, autocast, *labels):
         if s.step == step:
             if inside:
                 g_step = s.opt_g.step
@@ -316,7 +315,7 @@ def interrupt_at(monkeypatch, step, inside=False, times=1):
             else:
                 for _ in range(times):
                     send_sigint()
-        return real(s, batch, cfg, autocast)
+        return real(s, batch, cfg, autocast, *labels)
     monkeypatch.setattr(helper_train, "gan_step", wrapped)
 
 
@@ -383,14 +382,7 @@ def test_time_budget_stops_mid_epoch_and_resumes_exactly(mnist_root, mnist_refer
                                                           capsys):
     """A clock that advances 10 s per step: a 0.5-minute budget runs out after the 4th
     step, epoch 2 batch 1, not at an epoch's end; the resumed run equals the uninterrupted one."""
-    now, step = [1000.0], helper_train.gan_step
-
-    def timed_step(*args):
-        out = step(*args)
-        now[0] += 10.0
-        return out
-    monkeypatch.setattr(helper_train, "gan_step", timed_step)
-    monkeypatch.setattr(helper_train, "time", types.SimpleNamespace(time=lambda: now[0]))
+    ten_seconds_per_step(monkeypatch)
     out = tmp_path / "run"
     code, stdout, _ = run_main(train_mnist_gan.main, mnist_argv(mnist_root, out, "--time-budget", 0.5,
                                                                 epochs=3), capsys)
