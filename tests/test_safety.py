@@ -26,6 +26,7 @@ import helper_files
 import helper_health
 import helper_plot
 import helper_train
+import models
 import train_celeba_dcgan
 import train_mnist_gan
 from conftest import dcgan_argv, load_ckpt, metric_values, mnist_argv, read_events, run_main
@@ -306,6 +307,9 @@ def test_evaluate_json_folder_is_made_before_evaluating(mnist_run, tmp_path, mon
         def scores(self, samples):
             assert len(samples) == self.num
             return {"fid": float("nan")}
+
+        def of_generator(self, gen, cfg, num, seed=0):
+            return self.scores(models.samples_of(gen, cfg["latent_dim"], num, seed))
 
         def floor(self):
             return {"fid": 0.5}
