@@ -19,6 +19,7 @@ turns it into the function train_gan calls with --eval-every.
 `python helper_eval.py --data-dir DIR` trains (or loads) the cached classifier.
 """
 import argparse
+import hashlib
 import pickle
 import time
 from pathlib import Path
@@ -137,11 +138,21 @@ def train_mnist_classifier(data_dir, epochs=3, seed=0, device="cpu", log=print,
     return model.eval(), acc
 
 
+def classifier_path(data_dir, cache_dir, name="mnist"):
+    """Where the classifier of these images is cached. The name carries a digest
+    of the test set it is scored on: one cache folder (the user's, by default)
+    serves several data folders, and a classifier trained on other images (a
+    few fake test digits, another download) must not be taken for this one."""
+    x, y = _idx_labelled(data_dir, False, name)
+    digest = hashlib.sha1(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()[:12]
+    return Path(cache_dir or default_cache_dir(data_dir)) / f"{name}_classifier_v{CLASSIFIER_VERSION}_{digest}.pt"
+
+
 def load_mnist_classifier(data_dir, cache_dir=None, device="cpu", log=print, name="mnist"):
     """The classifier of the IDX set `name` from `cache_dir` (default:
     `default_cache_dir(data_dir)`); trained and cached first when absent.
     Returned in eval mode."""
-    path = Path(cache_dir or default_cache_dir(data_dir)) / f"{name}_classifier_v{CLASSIFIER_VERSION}.pt"
+    path = classifier_path(data_dir, cache_dir, name)
     if path.is_file():
         # init draws from the global RNG: fork it to leave the caller's stream as it was
         with torch.random.fork_rng(devices=[]):

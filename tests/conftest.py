@@ -8,6 +8,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import tempfile
 import sys
 import textwrap
 import time
@@ -24,6 +25,10 @@ if str(ROOT) not in sys.path:
 
 # A shared 2-core machine: one intra-op thread keeps the in-process runs light.
 torch.set_num_threads(1)
+
+# The user's cache (~/.cache/gan-lecture) is never written by the tests: what a test
+# caches there (a classifier trained for a few steps on fake digits) is not a user's.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="gan-tests-cache-")
 
 N_MNIST = 192  # 12 batches of 16
 

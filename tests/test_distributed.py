@@ -52,10 +52,10 @@ KILLER = textwrap.dedent("""
     step, rank = helper_train.gan_step, int(os.environ["RANK"])
     first_start = os.environ["TORCHELASTIC_RESTART_COUNT"] == "0"
 
-    def gan_step(state, real, cfg, autocast):
+    def gan_step(state, *args):
         if rank == 1 and first_start and state.epoch == 1 and state.batch == 1:
             os.kill(os.getpid(), signal.SIGKILL)
-        return step(state, real, cfg, autocast)
+        return step(state, *args)
 
     def log_writes(event, args):
         writing = event == "open" and args[1] is not None and any(c in args[1] for c in "wax+")

@@ -190,7 +190,7 @@ def test_classifier_cache_round_trip(tmp_path, monkeypatch):
     make_mnist(data)
     tmp_path = tmp_path / "cache"
     model = ev.load_mnist_classifier(data, cache_dir=tmp_path, log=logs.append)
-    path = tmp_path / f"mnist_classifier_v{ev.CLASSIFIER_VERSION}.pt"
+    path = ev.classifier_path(data, tmp_path)
     assert path.is_file() and list(tmp_path.iterdir()) == [path]  # no temporary file left behind
     ckpt = torch.load(path, weights_only=True)
     assert 0.0 <= ckpt["test_accuracy"] <= 1.0
@@ -203,6 +203,20 @@ def test_classifier_cache_round_trip(tmp_path, monkeypatch):
     assert not again.training
     sd, sd2 = model.state_dict(), again.state_dict()
     assert sd.keys() == sd2.keys() and all(torch.equal(sd[k], sd2[k]) for k in sd)
+
+
+def test_a_classifier_cached_for_other_images_is_not_taken(tmp_path, monkeypatch):
+    """One cache folder, two data folders with other test digits: each gets its own
+    classifier, so a few fake digits never stand in for a real MNIST."""
+    monkeypatch.setattr(ev, "train_mnist_classifier",
+                        functools.partial(ev.train_mnist_classifier, max_batches=1))
+    make_mnist(tmp_path / "a", seed=0)
+    make_mnist(tmp_path / "b", seed=1)
+    cache, logs = tmp_path / "cache", []
+    ev.load_mnist_classifier(tmp_path / "a", cache_dir=cache, log=logs.append)
+    ev.load_mnist_classifier(tmp_path / "b", cache_dir=cache, log=logs.append)
+    assert sum("training one" in m for m in logs) == 2
+    assert len(list(cache.glob("mnist_classifier_*.pt"))) == 2
 
 
 def test_missing_mnist_raises_data_error(tmp_path):
@@ -229,7 +243,7 @@ def test_cached_file_unreadable_retrains(tmp_path, monkeypatch):
     monkeypatch.setattr(ev, "_idx_labelled", fake_mnist)
     monkeypatch.setattr(ev, "train_mnist_classifier",
                         functools.partial(ev.train_mnist_classifier, max_batches=1))
-    path = tmp_path / f"mnist_classifier_v{ev.CLASSIFIER_VERSION}.pt"
+    path = ev.classifier_path("unused", tmp_path)
     path.write_bytes(b"not a checkpoint")
     logs = []
     ev.load_mnist_classifier("unused", cache_dir=tmp_path, log=logs.append)
