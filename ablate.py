@@ -66,6 +66,8 @@ VARIANTS = {
         "best_b128_lr4e4": ["--preset", "best", "--batch-size", "128", "--lr-gen", "4e-4",
                             "--lr-disc", "4e-4"],
         "best_lr1e3": ["--preset", "best", "--lr-gen", "1e-3", "--lr-disc", "1e-3"],
+        # class-conditional (README: "Class-conditional GANs") against the unconditional best
+        "best_conditional": ["--preset", "best", "--conditional"],
     },
     "celeba": {
         "lecture": [],
