@@ -8,6 +8,8 @@ the results offline (evaluate.py's metrics) and write a table.
     python ablate.py --dataset stacked-mnist --data-dir ./data --minutes 10 \
         --variants best_bce_r1 best_hinge_sn best_rpgan_r1_r2 best_rpgan_r1_r2_g2    # issue 19
     python ablate.py --dataset celeba --data-dir ./data --minutes 10 --inception 2000   # + standard scores
+    python ablate.py --dataset folder --data-dir my_classes --minutes 10 \
+        --variants best_conditional best_conditional_cbn -- --image-size 32   # G's class input
 
 Every run is an ordinary training run (`OUT/VARIANT/seedN/`), one after the
 other so they do not share the CPU; `--parallel 2` trains two at a time with
@@ -90,10 +92,15 @@ VARIANTS = {
     },
 }
 VARIANTS["stacked-mnist"] = VARIANTS["celeba"]   # the DCGAN script on StackedMNIST
+# ... and on an image folder, whose class subfolders a conditional variant learns: the
+# generator's two ways to take the class (README: "Class-conditional GANs")
+VARIANTS["folder"] = {**VARIANTS["celeba"],
+                      "best_conditional": ["--preset", "best", "--conditional", "--class-input", "concat"],
+                      "best_conditional_cbn": ["--preset", "best", "--conditional", "--class-input", "cbn"]}
 HERE = Path(__file__).resolve().parent
-SCRIPT = {"mnist": HERE / "train_mnist_gan.py", "celeba": HERE / "train_celeba_dcgan.py",
-          "stacked-mnist": HERE / "train_celeba_dcgan.py"}
-SCRIPT_FLAGS = {"stacked-mnist": ["--dataset", "stacked-mnist"]}
+SCRIPT = {"mnist": HERE / "train_mnist_gan.py", **{name: HERE / "train_celeba_dcgan.py"
+                                                   for name in ("celeba", "stacked-mnist", "folder")}}
+SCRIPT_FLAGS = {"stacked-mnist": ["--dataset", "stacked-mnist"], "folder": ["--dataset", "folder"]}
 KEYS = {"idx": ["fid", "inception_score", "min_class_share"], "rgb": ["swd_mean", "ms_ssim"],
         "stacked": ["modes", "kl"]}   # by helper_eval.kind_of of the runs' data set
 STANDARD_KEYS = ["inception_fid", "inception_kid_x1e3", "inception_precision", "inception_recall"]

@@ -264,11 +264,12 @@ def write_class_grid(gen, cfg, args, out):
 
 
 def write_class_walk(gen, cfg, args, out):
-    """K rows of fixed noise, each from class A's embedding to class B's in --steps steps."""
+    """K rows of fixed noise, each from class A to class B in --steps steps (class
+    weights from A's one-hot to B's: a straight line through the class embeddings)."""
     pairs, steps, a, b = args.interpolate, args.steps or STEPS, args.label, args.to_class
     noise = torch.randn(pairs, cfg["latent_dim"], generator=torch.Generator().manual_seed(args.seed))
-    ends = gen.embed.weight.detach()[[a, b]].cpu()                                # 2 x CLASS_DIM
-    path = torch.lerp(ends[0], ends[1], torch.linspace(0, 1, steps)[:, None])     # steps x CLASS_DIM
+    ends = torch.eye(gen.num_classes)[[a, b]]                                     # 2 x K
+    path = torch.lerp(ends[0], ends[1], torch.linspace(0, 1, steps)[:, None])     # steps x K
     images = images_from(gen, noise.repeat_interleave(steps, 0), path.repeat(pairs, 1))
     walk = walk_pictures(images, pairs, steps, args, out)
     names = cfg["classes"]

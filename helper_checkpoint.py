@@ -20,7 +20,7 @@ import torch
 import helper_losses as losses
 from helper_augment import POLICIES, parse_policy
 from helper_files import RunError, atomic_write, plain
-from helper_flags import CROPS, DATASETS, IDX_SETS, LOSSES, RGB_SETS
+from helper_flags import CLASS_INPUTS, CROPS, DATASETS, IDX_SETS, LOSSES, RGB_SETS
 from models import build_models, num_doublings
 
 
@@ -71,6 +71,7 @@ RULES = [   # (settings, test, what the value must be)
     (("gp_weight", "r1", "r2"), lambda v: _is_number(v) and v >= 0, "a finite number >= 0"),
     (("cosine",), lambda v: _is_int(v) and v >= 0, "a number of steps >= 0 (0: off)"),
     (("loss",), LOSSES.__contains__, " or ".join(LOSSES)),
+    (("class_input",), CLASS_INPUTS.__contains__, " or ".join(CLASS_INPUTS)),
     (("diffaug",), _is_policy, "a comma list of " + ", ".join(POLICIES) + ", or empty"),
     (("crop",), lambda v: v is None or v in CROPS, " or ".join(CROPS)),
     (("image_size",), lambda v: _is_int(v) and 8 <= v <= MAX_IMAGE_SIZE,

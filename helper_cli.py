@@ -60,6 +60,8 @@ def check_flags(parser, cfg, typed):
         check_config(cfg)
     except RunError as e:
         parser.error(str(e))
+    if "class_input" in typed and not cfg["conditional"]:
+        parser.error("--class-input says how a conditional generator takes the class: add --conditional")
     return absolute_paths(cfg), typed
 
 

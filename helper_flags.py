@@ -16,6 +16,7 @@ CROPS = ("celeba", "center", "none")
 DEFAULT_CROP = {"celeba": "celeba", "folder": "center", "cifar10": "none", "stacked-mnist": "none"}
 
 LOSSES = ("bce", "wgan", "wgan-gp", "hinge", "rpgan")
+CLASS_INPUTS = ("concat", "cbn")   # how a conditional DCGAN generator takes the class (--class-input)
 
 # What the CLI applies for --loss KIND unless the user sets the option. Adam
 # betas are (beta1, beta2); n_critic = D steps per G step.

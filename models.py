@@ -7,15 +7,21 @@ return one logit per image, shape N: the loss is BCE *with logits*.
 
 Class-conditional networks (num_classes > 0, --conditional) take the int64
 class labels y (N) as a second argument: the generator a learned class
-embedding concatenated to its noise, the discriminator a projection term
-(Miyato & Koyama 2018), D(x, y) = psi(phi(x)) + <embed(y), phi(x)>, where
-phi(x) is the last hidden layer and psi the output layer. With num_classes 0
-the networks, their parameters and their outputs are exactly the unconditional ones.
+embedding concatenated to its noise (the DCGAN generator, with class_input
+"cbn", conditional BatchNorm instead: a scale and shift per class), the
+discriminator a projection term (Miyato & Koyama 2018),
+D(x, y) = psi(phi(x)) + <embed(y), phi(x)>, where phi(x) is the last hidden
+layer and psi the output layer. A generator also takes float class weights
+y (N x K) instead of labels: a one-hot row is a class, a blend of two walks
+between them. With num_classes 0 the networks, their parameters and their
+outputs are exactly the unconditional ones.
 """
 import math
 
 import torch
 from torch import nn
+
+from helper_flags import CLASS_INPUTS
 
 
 def _act(kind, slope):
@@ -51,17 +57,56 @@ def class_embedding(num_classes):
     return nn.Embedding(num_classes, CLASS_DIM) if num_classes else None
 
 
+def class_rows(embedding, y):
+    """The embedding's rows for int64 labels y (N), or for float class weights
+    y (N x K) their weighted sum: a one-hot row picks its class, a blend of two
+    one-hots lies between the classes (a walk from one class to another)."""
+    if y.is_floating_point():
+        return y.to(embedding.weight.dtype) @ embedding.weight
+    return embedding(y)
+
+
+def check_labels(conditional, y):
+    """Labels go with a conditional network, and a conditional network needs them."""
+    if conditional != (y is not None):
+        raise ValueError("class labels go with a conditional network only (num_classes > 0), "
+                         "and a conditional network needs them")
+
+
 def with_class(z, embed, y):
     """The generator's input: noise N x latent (x 1 x 1) flattened to N x latent,
     followed by the class embedding of y when the generator is conditional
-    (y: int64 labels N, or N x CLASS_DIM embeddings)."""
+    (y: int64 labels N, or N x K class weights)."""
     z = z.flatten(1)
-    if (embed is None) != (y is None):
-        raise ValueError("class labels go with a conditional network only (num_classes > 0)")
+    check_labels(embed is not None, y)
     if embed is None:
         return z
-    e = y if y.is_floating_point() else embed(y)   # float: embeddings themselves (a walk between classes)
-    return torch.cat([z, e.to(z.dtype)], dim=1)
+    return torch.cat([z, class_rows(embed, y).to(z.dtype)], dim=1)
+
+
+class ClassBatchNorm2d(nn.Module):
+    """Conditional BatchNorm (de Vries et al. 2017; the generators of SN-GAN's
+    projection model and BigGAN): BatchNorm2d without its own scale and shift,
+    then a scale and shift per class, rows of two embeddings. They start at
+    BatchNorm's 1 and 0, so every class starts from the same generator."""
+
+    def __init__(self, num_classes, channels):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False)
+        self.scale, self.shift = nn.Embedding(num_classes, channels), nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.scale.weight)
+        nn.init.zeros_(self.shift.weight)
+
+    def forward(self, x, y):   # x: N x C x H x W; y: N labels or N x K class weights
+        scale, shift = class_rows(self.scale, y), class_rows(self.shift, y)   # N x C each
+        return self.norm(x) * scale[:, :, None, None].to(x.dtype) + shift[:, :, None, None].to(x.dtype)
+
+
+def through(layers, x, y):
+    """x through the layers, y given to the class-conditional ones (ClassBatchNorm2d)."""
+    for layer in layers:
+        x = layer(x, y) if isinstance(layer, ClassBatchNorm2d) else layer(x)
+    return x
 
 
 class Projection(nn.Module):
@@ -81,8 +126,7 @@ class Projection(nn.Module):
 def projected(net, head, projection, x, y):
     """net(x) as N logits; with a projection, psi(phi(x)) + <embed(y), phi(x)>,
     where phi = net[:head] (the features) and psi = net[head:] (the output layer)."""
-    if (projection is None) != (y is None):
-        raise ValueError("class labels go with a conditional network only (num_classes > 0)")
+    check_labels(projection is not None, y)
     if projection is None:
         return net(x).view(-1)
     h = net[:head](x)                                        # phi(x)
@@ -148,22 +192,27 @@ class DCGANGenerator(nn.Module):
     latent x 1 x 1 -> ConvT(k4 s1 p0) 8g x 4 x 4 -> 4g x 8 x 8 -> 2g x 16 x 16
     -> g x 32 x 32 -> ConvT 3 x 64 x 64 -> Tanh. BatchNorm + LeakyReLU after
     each hidden ConvT, which has no bias (BN's shift makes it redundant).
-    num_classes > 0: forward(z, y), the class embedding of y beside z at the
-    first layer (latent + CLASS_DIM input channels)."""
+    num_classes > 0: forward(z, y), with class_input "concat" the class
+    embedding of y beside z at the first layer (latent + CLASS_DIM input
+    channels), with "cbn" a per-class scale and shift in every BatchNorm."""
 
     def __init__(self, latent_dim=100, features=64, channels=3, image_size=64,
-                 slope=0.01, activation="leaky", num_classes=0):
+                 slope=0.01, activation="leaky", num_classes=0, class_input="concat"):
         super().__init__()
+        if class_input not in CLASS_INPUTS:
+            raise ValueError(f"class_input must be one of {CLASS_INPUTS}, not {class_input!r}")
         self.latent_dim, self.num_classes = latent_dim, num_classes
-        self.embed = class_embedding(num_classes)
+        self.cbn = bool(num_classes) and class_input == "cbn"
+        self.embed = None if self.cbn else class_embedding(num_classes)
         k = num_doublings(image_size)
         widths = [features * 2 ** i for i in reversed(range(k))]   # 64: [8g, 4g, 2g, g]
 
         def block(n_in, n_out, stride, pad):
+            norm = ClassBatchNorm2d(num_classes, n_out) if self.cbn else nn.BatchNorm2d(n_out)
             return [nn.ConvTranspose2d(n_in, n_out, 4, stride, pad, bias=False),
-                    nn.BatchNorm2d(n_out), _act(activation, slope)]
+                    norm, _act(activation, slope)]
 
-        layers = block(latent_dim + (CLASS_DIM if num_classes else 0), widths[0], 1, 0)   # 8g x 4 x 4
+        layers = block(latent_dim + (CLASS_DIM if self.embed else 0), widths[0], 1, 0)   # 8g x 4 x 4
         for n_in, n_out in zip(widths[:-1], widths[1:]):
             layers += block(n_in, n_out, 2, 1)                     # doubles H and W
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1),  # C x size x size
@@ -171,6 +220,9 @@ class DCGANGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z, y=None):
+        if self.cbn:
+            check_labels(True, y)
+            return through(self.net, z.reshape(z.shape[0], -1, 1, 1), y)   # N x C x size x size
         z = with_class(z, self.embed, y)
         return self.net(z.view(z.shape[0], -1, 1, 1))  # N x C x size x size
 
@@ -207,9 +259,12 @@ def dcgan_init_(module):
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+        elif isinstance(m, ClassBatchNorm2d):   # the same, per class
+            nn.init.normal_(m.scale.weight, 1.0, 0.02)
+            nn.init.zeros_(m.shift.weight)
     return module
 
 
@@ -223,7 +278,8 @@ def build_models(cfg):
         disc = FCDiscriminator(shape, cfg["d_hidden"], slope, cfg["dropout"], classes)
     elif cfg["model"] == "dcgan":
         gen = DCGANGenerator(cfg["latent_dim"], cfg["g_features"], cfg["channels"],
-                             cfg["image_size"], slope, cfg["gen_activation"], classes)
+                             cfg["image_size"], slope, cfg["gen_activation"], classes,
+                             cfg.get("class_input", "concat"))   # runs from before the flag: concat
         disc = DCGANDiscriminator(cfg["channels"], cfg["d_features"], cfg["image_size"], slope, classes)
     else:
         raise ValueError(f"unknown model {cfg['model']!r}")

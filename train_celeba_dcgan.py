@@ -29,7 +29,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 
-from helper_flags import CROPS, COMMON_DEFAULTS, DEFAULT_CROP, RGB_SETS, add_common_args, flag_adder, parse_flags  # noqa: E402
+from helper_flags import CLASS_INPUTS, CROPS, COMMON_DEFAULTS, DEFAULT_CROP, RGB_SETS, add_common_args, flag_adder, parse_flags  # noqa: E402
 
 PRESETS = {
     # Exactly the lecture: g = d = 64 feature maps, LeakyReLU, Adam 2e-4 (0.5, 0.999).
@@ -38,6 +38,7 @@ PRESETS = {
                     lr_gen=2e-4, lr_disc=2e-4, beta1=0.5, latent_dim=100, g_features=64,
                     d_features=64, image_size=64, slope=0.01, fresh_noise=False,
                     label_smoothing=0.0, ema_decay=0.0, init="default", gen_activation="leaky",
+                    class_input="concat",  # with --conditional
                     channels_last=True,    # NHWC: faster convolutions, same numbers
                     log_every=10),         # a DCGAN batch takes seconds on a CPU: show progress sooner
 }
@@ -66,6 +67,9 @@ def build_parser():
     a("--g-features", type=int, help="generator width g")
     a("--d-features", type=int, help="discriminator width d")
     a("--image-size", type=int, help="output size, 4 * 2**k")
+    a("--class-input", choices=CLASS_INPUTS,
+      help="with --conditional, how G takes the class: concat: an embedding beside the noise; "
+           "cbn: conditional BatchNorm, a scale and shift per class in each of G's BatchNorms")
     return p
 
 

@@ -91,6 +91,82 @@ def test_the_class_changes_what_g_draws_and_the_class_grid_keeps_the_noise_acros
                                models.sample(gen, noise[:24], labels=torch.arange(24) % 12))
 
 
+def test_class_batchnorm_is_batchnorm_then_the_scale_and_shift_of_each_image_class():
+    torch.manual_seed(0)
+    cbn = models.ClassBatchNorm2d(3, 2)
+    torch.nn.init.normal_(cbn.scale.weight)
+    torch.nn.init.normal_(cbn.shift.weight)
+    x, y = torch.randn(6, 2, 3, 3), torch.tensor([2, 0, 1, 1, 2, 0])
+    mean, var = x.mean((0, 2, 3), keepdim=True), x.var((0, 2, 3), unbiased=False, keepdim=True)
+    want = (x - mean) / torch.sqrt(var + 1e-5) * cbn.scale.weight[y][:, :, None, None] \
+        + cbn.shift.weight[y][:, :, None, None]
+    torch.testing.assert_close(cbn(x, y), want)
+    # class weights: a one-hot row is its class, a half-and-half row lies halfway
+    onehot = torch.eye(3)[y]
+    torch.testing.assert_close(cbn(x, onehot), want)
+    halves = torch.full((6, 3), 0.0).index_fill_(1, torch.tensor([0, 2]), 0.5)
+    torch.testing.assert_close(cbn(x, halves), (cbn(x, torch.zeros(6, dtype=torch.long))
+                                                + cbn(x, torch.full((6,), 2))) / 2)
+
+
+def test_a_fresh_cbn_generator_draws_every_class_as_the_unconditional_one_and_learns_classes_apart():
+    """Scale 1 and shift 0 at the start: with the same conv weights, every class
+    draws what the unconditional generator draws; the class weights live in the
+    BatchNorms (no embedding beside the noise); labels are required."""
+    torch.manual_seed(0)
+    plain = models.DCGANGenerator(8, 4, 3, 16, num_classes=0)
+    cbn = models.DCGANGenerator(8, 4, 3, 16, num_classes=3, class_input="cbn")
+    convs = {k: v for k, v in plain.state_dict().items() if "running" not in k and "num_batches" not in k
+             and not k.endswith((".1.weight", ".1.bias", ".4.weight", ".4.bias"))}   # BN affines
+    cbn.load_state_dict(convs, strict=False)
+    z = torch.randn(5, 8)
+    for k in range(3):
+        torch.testing.assert_close(cbn(z, torch.full((5,), k)), plain(z))
+    assert cbn.embed is None and cbn.net[0].in_channels == 8
+    assert {type(m) for m in cbn.net} >= {models.ClassBatchNorm2d}
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) and m.affine for m in cbn.modules())
+    with pytest.raises(ValueError, match="conditional"):
+        cbn(z)
+    models.dcgan_init_(cbn)                                   # per-class scales ~ N(1, 0.02)
+    a, b = cbn(z, torch.zeros(5, dtype=torch.long)), cbn(z, torch.ones(5, dtype=torch.long))
+    assert not torch.allclose(a, b)
+    torch.testing.assert_close(cbn(z, torch.eye(3)[[1] * 5]), b)   # one-hot weights = the label
+
+
+@pytest.mark.parametrize("class_input", ["concat", "cbn"])
+def test_each_dcgan_optimizer_moves_only_its_network_with_the_class_weights(class_input):
+    torch.manual_seed(0)
+    cfg = {**train_celeba_dcgan.PRESETS["lecture"], "latent_dim": 8, "amp": "off", "conditional": True,
+           "classes": ["a", "b", "c"], "channels_last": False, "ema_decay": 0.5}
+    gen = models.DCGANGenerator(8, 4, 3, 8, num_classes=3, class_input=class_input)
+    disc = models.DCGANDiscriminator(3, 4, 8, num_classes=3)
+    s = GANState(gen, disc, cfg, CPU)
+    g0, d0, seen = snapshot(s.gen), snapshot(s.disc), {}
+    d_step = s.opt_d.step
+
+    def watch_d(*a, **k):
+        out = d_step(*a, **k)
+        seen["g"] = snapshot(s.gen)
+        return out
+    s.opt_d.step = watch_d
+    real = torch.rand(6, 3, 8, 8) * 2 - 1
+    gan_step(s, real, cfg, NO_AMP, torch.tensor([0, 1, 2, 0, 1, 2]))
+    assert not moved(g0, seen["g"])                                   # D step: G untouched
+    class_weights = {k for k in g0 if "embed" in k or "scale" in k or "shift" in k}
+    assert class_weights and class_weights <= moved(g0, snapshot(s.gen))   # G step: its class weights too
+    assert "project.embed.weight" in moved(d0, snapshot(s.disc))
+
+
+def test_class_input_is_refused_without_conditional_and_old_configs_are_concat(capsys):
+    code, _, err = run_main(train_celeba_dcgan.main, ["--class-input", "cbn"], capsys)
+    assert code == 2 and "add --conditional" in err.strip().splitlines()[-1]
+    code, _, err = run_main(train_celeba_dcgan.main, ["--class-input", "film"], capsys)
+    assert code == 2 and "concat" in err.strip().splitlines()[-1]
+    old = {k: v for k, v in train_celeba_dcgan.PRESETS["lecture"].items() if k != "class_input"}
+    gen, _ = models.build_models({**old, "conditional": True, "classes": ["a", "b"]})
+    assert gen.embed is not None and not gen.cbn
+
+
 # ---------------------------------------------------------------- the step
 
 def tiny_state(classes=3, **cfg):
@@ -340,12 +416,12 @@ def test_dcgan_script_trains_on_a_class_folder_with_each_loss(tmp_path):
     data = tmp_path / "data"
     for k, name in enumerate(("ant", "bee", "cow")):
         make_faces(data / name, 4, size=(24, 24), seed=k)
-    for loss in ("bce", "hinge", "wgan"):
+    for loss, class_input in (("bce", "concat"), ("hinge", "cbn"), ("wgan", "concat")):
         out = tmp_path / loss
         code, _, _ = run_main(train_celeba_dcgan.main, dcgan_argv(
             data, out, tmp_path / "cache", "--dataset", "folder", "--image-size", 16, "--conditional",
             "--loss", loss, "--n-critic", 1, "--diffaug", "translation", "--input-path", "images",
-            epochs=1))
+            "--class-input", class_input, epochs=1))
         assert code == 0 and torch.isfinite(metric_values(out)).all()
         assert load_ckpt(out)["config"]["classes"] == ["ant", "bee", "cow"]
     grid = png_array(tmp_path / "bce" / "grids" / "epoch_001.png")

@@ -148,8 +148,7 @@ def test_ablate_in_parallel_puts_the_variants_of_one_seed_side_by_side(tmp_path,
 def test_every_ablate_variant_is_a_valid_command_line(dataset, tmp_path):
     """Each variant's flags parse and pass the config rules with its script (issue 19's
     comparison among them: best_bce_r1, best_hinge_sn, best_rpgan_r1_r2)."""
-    script = {"mnist": train_mnist_gan, "celeba": train_celeba_dcgan,
-              "stacked-mnist": train_celeba_dcgan}[dataset]
+    script = train_mnist_gan if ablate.SCRIPT[dataset].name == "train_mnist_gan.py" else train_celeba_dcgan
     assert {"best_bce_r1", "best_hinge_sn", "best_rpgan_r1_r2"} <= set(ablate.VARIANTS[dataset])
     for variant, flags in ablate.VARIANTS[dataset].items():
         argv = [*ablate.SCRIPT_FLAGS.get(dataset, []), *flags, "--out", str(tmp_path)]
@@ -157,6 +156,9 @@ def test_every_ablate_variant_is_a_valid_command_line(dataset, tmp_path):
                                          getattr(script, "IMPLIED", None))
         if "rpgan" in variant:
             assert cfg["loss"] == "rpgan" and cfg["r1"] > 0 and cfg["r2"] > 0, variant
+        if "conditional" in variant:
+            assert cfg["conditional"] and cfg.get("class_input", "concat") == (
+                "cbn" if variant.endswith("cbn") else "concat"), variant
 
 
 def test_ablate_refuses_a_bad_parallel_count(tmp_path, capsys):
