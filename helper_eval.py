@@ -427,9 +427,9 @@ MIN_CLASS_IMAGES = 10   # fewer images of a class on either side: its SWD is NaN
 def class_swd(images, labels, real_images, real_labels, num_classes, seed=0, min_images=MIN_CLASS_IMAGES):
     """SWD (x 1e3, `swd`'s swd_mean) of each class's images (N x C x H x W, int64
     labels N) against the real images of that class: {"mean_class_swd": over the
-    classes scored, "class_swd_per_class": a float per class}. The RGB sets' class
-    FID: a class drawn in the style of another scores high here though the overall
-    SWD may not.
+    classes scored, "class_swd_per_class": a float per class}. The RGB sets'
+    counterpart of class_fid: a class drawn in the style of another scores high
+    here, though the SWD of all images together cannot tell.
     Cost: each class's SWD sees only its own images, so K classes of N/K images
     cost about one SWD of all N (sorting the projections dominates).
     A small class is a noisy estimate with an upward bias: its patches come from

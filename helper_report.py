@@ -353,6 +353,7 @@ def write_report(run_dir):
     run_dir = check_run(run_dir)
     cfg, events = read_config(run_dir), _events(run_dir)
     evals = [e for e in events if e.get("event") == "eval"]
+    evaluates = [e for e in events if e.get("event") == "evaluate"]   # evaluate.py's
     samples = (_images(run_dir, "real_vs_fake.png")      # else the two halves of it
                or _images(run_dir, "final_grid.png", "reals.png")
                or '<p class="note">No grids yet.</p>')
@@ -360,8 +361,7 @@ def write_report(run_dir):
         ("Samples", samples + _table(_summary(cfg, events))),
         ("Losses", _images(run_dir, "loss.png", "accuracy.png")),
         ("Sample quality", _images(run_dir, "eval.png") + _eval_table(evals)
-         + _evaluate_table([e for e in events if e.get("event") == "evaluate"])
-         + _class_table([e for e in events if e.get("event") == "evaluate"], cfg.get("classes"))),
+         + _evaluate_table(evaluates) + _class_table(evaluates, cfg.get("classes"))),
         ("Progress", _images(run_dir, "progress.gif", "progress.png")),
         ("Health", _event_list(events, ("warning", "diverged", "interrupted"), "No health warnings.",
                                lambda e: "recovered" not in e.get("message", ""))
