@@ -111,7 +111,7 @@ def evaluate(args, gen, cfg, device):
     num = args.num or DEFAULT_NUM[kind]
     print(f"loading {cfg['dataset']} reference images...", flush=True)
     ref = Reference(cfg, num, args.seed)
-    by_class = "; the per-class SWD about as long again" if ref.conditional and kind == "rgb" else ""
+    by_class = "; the per-class SWD about as long again" if cfg.get("conditional") and kind == "rgb" else ""
     print(f"scoring {num} samples ({COST[kind]}{by_class})...", flush=True)
     result = {"run": args.run, "num": num, "samples": ref.of_generator(gen, cfg, num, args.seed)}
     print(f"scoring {num} real images, the floor...", flush=True)
