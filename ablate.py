@@ -35,6 +35,7 @@ from helper_eval import InceptionReference, Reference, kind_of
 from helper_features import Inception, NetworkUnavailable
 from helper_files import RunError, read_events, write_json
 from helper_plot import compare, side_by_side
+from helper_report import read_config
 
 VARIANTS = {
     "mnist": {
@@ -104,6 +105,7 @@ SCRIPT_FLAGS = {"stacked-mnist": ["--dataset", "stacked-mnist"], "folder": ["--d
 KEYS = {"idx": ["fid", "inception_score", "min_class_share"], "rgb": ["swd_mean", "ms_ssim"],
         "stacked": ["modes", "kl"]}   # by helper_eval.kind_of of the runs' data set
 STANDARD_KEYS = ["inception_fid", "inception_kid_x1e3", "inception_precision", "inception_recall"]
+CLASS_KEYS = {"idx": ["class_agreement", "mean_class_fid"], "rgb": ["mean_class_swd"]}   # with --conditional runs
 
 
 def train_all(dataset, variants, args):
@@ -169,7 +171,7 @@ def summarize(results, keys):
     for variant, runs in results.items():
         row = {"variant": variant, "seeds": len(runs)}
         for key in keys + ["epochs", "train_seconds", "warnings"]:
-            vals = np.array([r[key] for r in runs])
+            vals = np.array([r.get(key, np.nan) for r in runs])   # class scores: conditional runs only
             row[key] = (float(vals.mean()), float(vals.std()))
         rows.append(row)
     return rows
@@ -179,8 +181,9 @@ def markdown(rows, keys, header):
     cols = keys + ["epochs", "train_seconds", "warnings"]
     lines = [header, "", "| variant | seeds | " + " | ".join(cols) + " |",
              "|---|---|" + "---|" * len(cols)]
-    for r in rows:   # one seed has no spread to show
-        cells = [(f"{r[k][0]:.3f}" + (f" ± {r[k][1]:.3f}" if r["seeds"] > 1 else "")) if k in keys
+    for r in rows:   # one seed has no spread to show; "-": a score the variant has not (class scores)
+        cells = ["-" if np.isnan(r[k][0]) else
+                 (f"{r[k][0]:.3f}" + (f" ± {r[k][1]:.3f}" if r["seeds"] > 1 else "")) if k in keys
                  else f"{r[k][0]:.1f}" for k in cols]
         lines.append(f"| {r['variant']} | {r['seeds']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -235,14 +238,19 @@ def main(argv=None):
         run_dirs = train_all(args.dataset, variants, args)
     try:
         _, first = load_generator(next(iter(run_dirs.values()))[0])   # the data as the runs saw it
-        data = {**first, "data_dir": args.data_dir, "cache_dir": args.cache_dir}
+        # a conditional run among them: the reference holds the labels too (the others skip the class scores)
+        labelled = next((c for dirs in run_dirs.values() for c in map(read_config, dirs) if c.get("conditional")), {})
+        conditional = bool(labelled)
+        data = {**first, "data_dir": args.data_dir, "cache_dir": args.cache_dir, "conditional": conditional,
+                "classes": labelled.get("classes")}
         ref = Reference(data, min(args.num, 5000))
         standard = None if net is None else InceptionReference(
             data, args.inception, net, args.cache_dir or default_cache_dir(args.data_dir))
         results = {v: [score(d, ref, args.num, standard) for d in dirs] for v, dirs in run_dirs.items()}
     except (DataError, RunError) as e:
         sys.exit(f"error: {e}")
-    keys = KEYS[kind_of(first)] + (STANDARD_KEYS if standard else [])
+    keys = (KEYS[kind_of(first)] + (CLASS_KEYS.get(kind_of(first), []) if conditional else [])
+            + (STANDARD_KEYS if standard else []))
     rows = summarize(results, keys)
     budget = f"{args.minutes:g} min" if args.minutes else f"{args.epochs} epochs"
     header = (f"{args.dataset}: budget {budget} per run, seeds {args.seeds}, {args.num} samples scored; "

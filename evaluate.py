@@ -14,10 +14,13 @@ in turn: 1,000 of each in 10,000), overall, for the worst class and per class,
 beside the classifier's accuracy on the real test images (the ceiling), and
 the FID of each class's samples against that class's test images. RGB sets: sliced Wasserstein distance on
 Laplacian pyramid patches (x 1e3; swd_64/32/16 per resolution) and MS-SSIM
-among samples (lower is more diverse). StackedMNIST: how many of its 1000
-modes the samples cover and the KL divergence of their histogram to uniform
-(26,000 samples, as in the literature). The same scores of real images are
-printed beside them as the floor: the best a generator can do at that N.
+among samples (lower is more diverse); a --conditional run also the SWD of
+each class's samples against that class's real images, per class and their
+mean (mean_class_swd), beside the same for other real images by their true
+classes. StackedMNIST: how many of its 1000 modes the samples cover and the
+KL divergence of their histogram to uniform (26,000 samples, as in the
+literature). The same scores of real images are printed beside them as the
+floor: the best a generator can do at that N.
 
 `--inception`: the standard scores, comparable with papers: FID, KID,
 precision and recall (k = 3) in the pool features of the TF Inception-v3 of
@@ -108,7 +111,8 @@ def evaluate(args, gen, cfg, device):
     num = args.num or DEFAULT_NUM[kind]
     print(f"loading {cfg['dataset']} reference images...", flush=True)
     ref = Reference(cfg, num, args.seed)
-    print(f"scoring {num} samples ({COST[kind]})...", flush=True)
+    by_class = "; the per-class SWD about as long again" if cfg.get("conditional") and kind == "rgb" else ""
+    print(f"scoring {num} samples ({COST[kind]}{by_class})...", flush=True)
     result = {"run": args.run, "num": num, "samples": ref.of_generator(gen, cfg, num, args.seed)}
     print(f"scoring {num} real images, the floor...", flush=True)
     result["real_floor"] = ref.floor()
@@ -133,11 +137,13 @@ def keep_with_run(run, result):
     for key, value in result.get("inception", {}).get("samples", {}).items():
         flat[f"inception_{key}"] = value
         floor[f"inception_{key}"] = result["inception"]["real_floor"][key]
+    # the per-class lists of a conditional run, with their floors: the report's table by class
+    per_class = {k: {"samples": v, "real_floor": floor[k]} for k, v in flat.items() if k.endswith("_per_class")}
     epochs = read_events(run_dir, "epoch")
     try:
         append_event(run_dir, event="evaluate", epoch=epochs[-1]["epoch"] if epochs else 0, num=result["num"],
                      inception_num=result.get("inception", {}).get("protocol", {}).get("samples"),
-                     real_floor={k: v for k, v in floor.items() if isinstance(v, float)},
+                     real_floor={k: v for k, v in floor.items() if isinstance(v, float)}, per_class=per_class,
                      **{k: v for k, v in flat.items() if isinstance(v, float)})
         write_report(run_dir)
         print(f"scores added to {run_dir / 'report.html'}")
@@ -153,6 +159,8 @@ def print_table(result):
         print(f"share of each class among the samples (as the classifier reads them): {shares}")
     if "class_agreement_per_class" in result["samples"]:
         print_classes(result)
+    if "class_swd_per_class" in result["samples"]:
+        print_class_swd(result)
     if "inception" in result:
         std = result["inception"]
         print("\nstandard scores, comparable with papers that use the same protocol:")
@@ -169,6 +177,15 @@ def print_classes(result):
     for k, name in enumerate(result["classes"]):
         print(f"  {name:<14}{samples['class_agreement_per_class'][k]:>8.4f} ({floor['class_agreement_per_class'][k]:.4f})"
               f"{samples['class_fid_per_class'][k]:>10.3f} ({floor['class_fid_per_class'][k]:.3f})")
+
+
+def print_class_swd(result):
+    """Per class: the SWD of the samples against that class's real images, beside its floor."""
+    samples, floor = result["samples"]["class_swd_per_class"], result["real_floor"]["class_swd_per_class"]
+    print(f"per class: SWD x 1e3 against that class's real images (floor: {result['num']:,} other "
+          f"training images by their classes; nan: under {helper_eval.MIN_CLASS_IMAGES} images)")
+    for name, mine, real in zip(result["classes"], samples, floor):
+        print(f"  {name:<14}{mine:>10.3f} ({real:.3f})")
 
 
 def _rows(samples, floor, prefix=""):

@@ -100,14 +100,20 @@ def make_loader(dataset, cfg, device, rank=0, world=1):
     return loader
 
 
-def dataset_images(cfg, train=True):
+def dataset_images(cfg, train=True, labels=False):
     """All images of cfg's data set as uint8 N x C x H x W, as training sees them
-    (same crop, size and cache); `train=False`: the IDX sets' test split."""
+    (same crop, size and cache); `train=False`: the IDX sets' test split.
+    labels=True: (images, int64 labels N), the labels a --conditional run trains
+    on, in the images' order; a DataError for data without labels."""
     name = cfg["dataset"]
     if name in IDX_SETS:
-        return read_idx_set(cfg["data_dir"], name, train=train)
+        return read_idx_set(cfg["data_dir"], name, train=train, labels=labels)
     crop = cfg.get("crop") or DEFAULT_CROP[name]
-    return _source(name, {**cfg, "num_workers": cfg.get("num_workers", 2)}, crop, True, quiet=False)[0]
+    cfg = {**cfg, "num_workers": cfg.get("num_workers", 2)}
+    if labels:
+        images, _, (found, _) = _labelled_source(name, cfg, crop, True, quiet=False)
+        return images, found
+    return _source(name, cfg, crop, True, quiet=False)[0]
 
 
 def _source(name, cfg, crop, fast, quiet):

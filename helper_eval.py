@@ -11,7 +11,9 @@ RGB faces (3 x 64 x 64): no classifier, so
 - `swd`: sliced Wasserstein distance between Laplacian pyramid patches
   (Karras et al. 2018, ProGAN), lower = closer to the real images;
 - `ms_ssim_diversity`: mean MS-SSIM of random pairs within one set, lower =
-  more diverse; compare with the value of real images (collapse -> near 1).
+  more diverse; compare with the value of real images (collapse -> near 1);
+- `class_swd` (conditional runs): the SWD of each class's samples against
+  the real images of that class.
 
 `Reference` holds the real images a run is compared with, and `make_evaluator`
 turns it into the function train_gan calls with --eval-every.
@@ -419,6 +421,31 @@ def class_fid(classifier, images, labels, real_images, real_labels, num_classes=
             "class_fid_per_class": per_class}
 
 
+MIN_CLASS_IMAGES = 10   # fewer images of a class on either side: its SWD is NaN
+
+
+def class_swd(images, labels, real_images, real_labels, num_classes, seed=0, min_images=MIN_CLASS_IMAGES):
+    """SWD (x 1e3, `swd`'s swd_mean) of each class's images (N x C x H x W, int64
+    labels N) against the real images of that class: {"mean_class_swd": over the
+    classes scored, "class_swd_per_class": a float per class}. The RGB sets'
+    counterpart of class_fid: a class drawn in the style of another scores high
+    here, though the SWD of all images together cannot tell.
+    Cost: each class's SWD sees only its own images, so K classes of N/K images
+    cost about one SWD of all N (sorting the projections dominates).
+    A small class is a noisy estimate with an upward bias: its patches come from
+    few pictures, and SWD between two finite samples grows as they shrink, so
+    compare a class with its own floor rather than with a larger class. Below
+    `min_images` on either side the class is NaN and left out of the mean."""
+    per_class = []
+    for k in range(num_classes):
+        mine, real = images[labels == k], real_images[real_labels == k]
+        enough = min(len(mine), len(real)) >= min_images
+        per_class.append(swd(mine, real, seed=seed)["swd_mean"] if enough else float("nan"))
+    present = [s for s in per_class if s == s]   # s == s: not NaN
+    return {"mean_class_swd": float(np.mean(present)) if present else float("nan"),
+            "class_swd_per_class": per_class}
+
+
 def kind_of(cfg):
     """'idx' (28 x 28 grey: the classifier's metrics), 'stacked' (StackedMNIST:
     modes through the MNIST classifier) or 'rgb' (SWD and MS-SSIM)."""
@@ -445,21 +472,21 @@ class Reference:
     the test split and the set's own classifier (`num` training images are the
     floor); StackedMNIST: the MNIST classifier (`num` real stacks are the
     floor); RGB sets: 2 x `num` of the training images (one half the floor).
-    A conditional run on a 28 x 28 set is also scored by class agreement (the
-    samples' labels given to scores), whose floor, the ceiling of what a
-    generator can reach, is the classifier's accuracy on the test split."""
+    A conditional run (the samples' labels given to scores) is also scored per
+    class. 28 x 28 sets: class agreement, whose floor, the ceiling of what a
+    generator can reach, is the classifier's accuracy on the test split, and
+    class FID; RGB sets: class SWD, whose floor is the floor half by its true
+    classes."""
 
     def __init__(self, cfg, num, seed=0):
         self.kind, self.seed = kind_of(cfg), seed
-        self.conditional = cfg.get("conditional", False) and self.kind == "idx"
+        self.conditional = cfg.get("conditional", False) and self.kind in ("idx", "rgb")
         if self.kind != "rgb":
             name = "mnist" if self.kind == "stacked" else cfg["dataset"]
             self.classifier = load_mnist_classifier(cfg["data_dir"], cfg["cache_dir"], name=name)
-        if self.conditional:   # labels picked with the same permutation as their images
-            test, self.real_labels = read_idx_set(cfg["data_dir"], cfg["dataset"], train=False, labels=True)
-            train, train_labels = read_idx_set(cfg["data_dir"], cfg["dataset"], labels=True)
-            self.real, self.train_real = to_float(test), to_float(_pick(train, num, seed))
-            self.train_labels = _pick(train_labels, num, seed)
+        if self.conditional:
+            self.num_classes = len(cfg["classes"])
+            self._labelled(cfg, num, seed)
         elif self.kind == "idx":
             self.real = to_float(dataset_images(cfg, train=False))
             self.train_real = to_float(_pick(dataset_images(cfg), num, seed))
@@ -468,25 +495,43 @@ class Reference:
         else:
             self.real, self.train_real = map(to_float, _two_disjoint(dataset_images(cfg), num, seed))
 
+    def _labelled(self, cfg, num, seed):
+        """real/train_real as unconditionally, with real_labels/train_labels: picked
+        by the same seed from sets of one length, hence the same permutation, so
+        each label stays with its image."""
+        train, train_labels = dataset_images(cfg, labels=True)
+        if self.kind == "idx":
+            test, self.real_labels = dataset_images(cfg, train=False, labels=True)
+            self.real, self.train_real = to_float(test), to_float(_pick(train, num, seed))
+            self.train_labels = _pick(train_labels, num, seed)
+        else:
+            self.real, self.train_real = map(to_float, _two_disjoint(train, num, seed))
+            self.real_labels, self.train_labels = _two_disjoint(train_labels, num, seed)
+
     def scores(self, images, labels=None):
         """labels: the classes a conditional run's images were drawn as (int64 N)."""
+        by_class = self.conditional and labels is not None
         if self.kind == "idx":
             scores = mnist_scores(self.classifier, images, self.real, self.seed)
-            if self.conditional and labels is not None:
+            if by_class:
                 scores.update(class_agreement(self.classifier, images, labels))
                 scores.update(class_fid(self.classifier, images, labels, self.real, self.real_labels))
             return scores
         if self.kind == "stacked":
             return stacked_modes(self.classifier, images)
-        return rgb_scores(images, self.real, seed=self.seed)
+        scores = rgb_scores(images, self.real, seed=self.seed)
+        if by_class:
+            scores.update(class_swd(images, labels, self.real, self.real_labels, self.num_classes, self.seed))
+        return scores
 
     def floor(self):
         """The same scores for real images that are not the reference: the best a GAN can do."""
         if not self.conditional:
             return self.scores(self.train_real)
-        # class FID of training images by their true classes; agreement: the accuracy on the test split
+        # the class scores of training images by their true classes
         floor = self.scores(self.train_real, self.train_labels)
-        floor.update(class_agreement(self.classifier, self.real, self.real_labels))
+        if self.kind == "idx":   # agreement: the classifier's accuracy on the test split
+            floor.update(class_agreement(self.classifier, self.real, self.real_labels))
         return floor
 
     def of_generator(self, gen, cfg, num, seed=0):

@@ -303,6 +303,7 @@ SCORES = {**{k: (f"classifier {label}", b) for k, (label, b) in _FEATURE_SCORES.
           "class_agreement": ("class agreement (read as asked)", "higher"),
           "min_class_agreement": ("worst class's agreement", "higher"),
           "mean_class_fid": ("classifier FID per class, mean", "lower"),
+          "mean_class_swd": ("SWD x 1e3 per class, mean", "lower"),
           "swd_mean": ("SWD x 1e3, mean of the levels", "lower"),
           **{f"swd_{r}": (f"SWD x 1e3 at {r} x {r} px", "lower") for r in (16, 32, 64, 128, 256)},
           "ms_ssim": ("MS-SSIM among samples", "lower: more varied"),
@@ -352,6 +353,7 @@ def write_report(run_dir):
     run_dir = check_run(run_dir)
     cfg, events = read_config(run_dir), _events(run_dir)
     evals = [e for e in events if e.get("event") == "eval"]
+    evaluates = [e for e in events if e.get("event") == "evaluate"]   # evaluate.py's
     samples = (_images(run_dir, "real_vs_fake.png")      # else the two halves of it
                or _images(run_dir, "final_grid.png", "reals.png")
                or '<p class="note">No grids yet.</p>')
@@ -359,7 +361,7 @@ def write_report(run_dir):
         ("Samples", samples + _table(_summary(cfg, events))),
         ("Losses", _images(run_dir, "loss.png", "accuracy.png")),
         ("Sample quality", _images(run_dir, "eval.png") + _eval_table(evals)
-         + _evaluate_table([e for e in events if e.get("event") == "evaluate"])),
+         + _evaluate_table(evaluates) + _class_table(evaluates, cfg.get("classes"))),
         ("Progress", _images(run_dir, "progress.gif", "progress.png")),
         ("Health", _event_list(events, ("warning", "diverged", "interrupted"), "No health warnings.",
                                lambda e: "recovered" not in e.get("message", ""))
@@ -379,6 +381,29 @@ def _evaluate_table(runs):
              *(_fmt(e.get(k, "")) for k in keys)] for e in runs]
     rows.append(["real images (floor)", runs[-1].get("num", "?"), *(_fmt(floor.get(k, "")) for k in keys)])
     return _table(rows, header=["scores", "samples", *(score_label(k) for k in keys)])
+
+
+# A conditional run's scores by class, as evaluate.py keeps them: key -> column title.
+PER_CLASS = {"class_agreement_per_class": "class agreement", "class_fid_per_class": "classifier FID",
+             "class_swd_per_class": "SWD x 1e3"}
+
+
+def _class_table(runs, classes):
+    """The last evaluate.py scores of a conditional run by class, a row per class
+    (named by the config's classes), each score beside its floor; "" without them."""
+    found = (runs[-1].get("per_class") or {}) if runs else {}
+    keys = [k for k in PER_CLASS if isinstance(found.get(k), dict)]
+    if not keys or not classes:
+        return ""
+
+    def cell(values, i):   # a class without enough images was NaN, kept as null
+        value = values[i] if isinstance(values, list) and i < len(values) else None
+        return _fmt(value) if isinstance(value, float) else "-"
+    rows = [[name, *(cell(found[k][side], i) for k in keys for side in ("samples", "real_floor"))]
+            for i, name in enumerate(classes)]
+    header = ["class", *(f"{PER_CLASS[k]}{which}" for k in keys for which in ("", " (floor)"))]
+    note = f'<p class="note">By class, evaluate.py at epoch {runs[-1].get("epoch", "?")}:</p>'
+    return note + _table(rows, header=header)
 
 
 def _settings(cfg):

@@ -362,3 +362,21 @@ def test_report_renders_with_every_image_in_chromium(run, tmp_path):
              cwd=tmp_path)
     with Image.open(shot) as im:
         assert im.size == (1100, 2400)
+
+
+def test_report_shows_a_conditional_runs_scores_by_class_with_their_floors(tmp_path):
+    per_class = {"class_agreement_per_class": {"samples": [0.75, None], "real_floor": [0.5, 1.0]},
+                 "class_fid_per_class": {"samples": [3.5, 4.25], "real_floor": [0.125, None]}}
+    events = [{"event": "epoch", "epoch": 1, "step": 4, "seconds": 2.0},
+              {"event": "evaluate", "epoch": 1, "num": 64, "class_agreement": 0.75, "per_class": per_class,
+               "real_floor": {"class_agreement": 0.5}}]
+    run = make_run(tmp_path / "run", epochs=1, events=events,
+                   config={"conditional": True, "classes": ["cat", "dog"]})
+    page = helper_report.write_report(run).read_text()
+    table = page[page.index("By class, evaluate.py at epoch 1"):]
+    assert ("<th>class agreement</th><th>class agreement (floor)</th>"
+            "<th>classifier FID</th><th>classifier FID (floor)</th>") in table
+    assert "<td>cat</td><td>0.75</td><td>0.5</td><td>3.5</td><td>0.125</td>" in table
+    assert "<td>dog</td><td>-</td><td>1</td><td>4.25</td><td>-</td>" in table   # NaN was kept as null
+    plain = make_run(tmp_path / "plain", epochs=1, events=events[:1])
+    assert "By class" not in helper_report.write_report(plain).read_text()
