@@ -38,7 +38,7 @@ PRESETS = {
                     lr_gen=2e-4, lr_disc=2e-4, beta1=0.5, latent_dim=100, g_features=64,
                     d_features=64, image_size=64, slope=0.01, fresh_noise=False,
                     label_smoothing=0.0, ema_decay=0.0, init="default", gen_activation="leaky",
-                    class_input="concat",  # with --conditional
+                    class_input="cbn",     # with --conditional: measured better than concat (README)
                     channels_last=True,    # NHWC: faster convolutions, same numbers
                     log_every=10),         # a DCGAN batch takes seconds on a CPU: show progress sooner
 }
