@@ -17,17 +17,19 @@ import torch
 from helper_checkpoint import load_generator
 from models import samples_of
 
-from conftest import ROOT, load_ckpt, read_events, read_metrics
+from conftest import ROOT, load_ckpt, make_faces, read_events, read_metrics
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
                                 reason="this PyTorch build has no torch.distributed")
 
-# Runs the MNIST script, then saves each rank's final weights so the test can compare them.
+# Runs a training script (the MNIST one unless told), then saves each rank's final
+# weights so the test can compare them.
 LAUNCHER = textwrap.dedent("""
     import sys
     import torch
     sys.path.insert(0, {root!r})
-    import helper_cli, train_mnist_gan
+    import helper_cli
+    import {script} as train_script
     train = helper_cli.train_gan
 
     def train_and_keep_weights(state, loader, cfg, run_dir, *args, **kwargs):
@@ -38,7 +40,7 @@ LAUNCHER = textwrap.dedent("""
         return status
 
     helper_cli.train_gan = train_and_keep_weights
-    train_mnist_gan.main(sys.argv[1:])
+    train_script.main(sys.argv[1:])
 """)
 
 # Rank 1 of the first start kills itself (SIGKILL, as the OOM killer would) at
@@ -97,7 +99,7 @@ def finish(proc, timeout):
 
 def test_torchrun_two_processes_gloo(mnist_root, tmp_path):
     script = tmp_path / "launch.py"
-    script.write_text(LAUNCHER.format(root=str(ROOT)))
+    script.write_text(LAUNCHER.format(root=str(ROOT), script="train_mnist_gan"))
     out = tmp_path / "run"
     argv = ["--data-dir", mnist_root, "--out", out, "--batch-size", 32, "--max-batches", 3,
             "--num-workers", 0, "--device", "cpu", "--log-every", 2]
@@ -128,6 +130,33 @@ def test_torchrun_two_processes_gloo(mnist_root, tmp_path):
     gen, cfg = load_generator(out)
     images = samples_of(gen, cfg["latent_dim"], 4, seed=0)
     assert images.shape == (4, 1, 28, 28)
+
+
+def test_torchrun_trains_a_conditional_dcgan_with_its_labels_sharded(tmp_path):
+    """--conditional under torchrun on a class folder (each shard's labels are
+    checked in test_conditional): DDP takes the labels through both networks, and
+    both ranks end with the same parameters, the generator's per-class BatchNorm
+    scales and shifts and D's projection included."""
+    data = tmp_path / "data"
+    for k, name in enumerate(("ant", "bee", "cow")):
+        make_faces(data / name, 8, size=(24, 24), seed=k)
+    script = tmp_path / "launch.py"
+    script.write_text(LAUNCHER.format(root=str(ROOT), script="train_celeba_dcgan"))
+    out = tmp_path / "run"
+    argv = ["--dataset", "folder", "--data-dir", data, "--out", out, "--cache-dir", tmp_path / "cache",
+            "--image-size", 8, "--g-features", 4, "--d-features", 4, "--conditional", "--batch-size", 8,
+            "--epochs", 2, "--num-workers", 0, "--device", "cpu", "--log-every", 1]
+    done = torchrun(script, argv, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    w0, w1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert {"net.1.scale.weight", "net.1.shift.weight"} <= set(w0["gen"]) and "project.embed.weight" in w0["disc"]
+    for net in ("gen", "disc"):   # BatchNorm's running statistics are each rank's own (rank 0's are saved)
+        for k in (k for k in w0[net] if "running" not in k and "num_batches" not in k):
+            assert torch.equal(w0[net][k], w1[net][k]), (net, k)
+    cfg = load_ckpt(out)["config"]
+    assert cfg["classes"] == ["ant", "bee", "cow"] and cfg["class_input"] == "cbn"
+    _, rows = read_metrics(out)
+    assert len(rows) == 2 * 3                                # 24 images, global batch 8, 2 epochs
 
 
 def small_run(mnist_root, out):
