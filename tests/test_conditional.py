@@ -428,6 +428,23 @@ def test_dcgan_script_trains_on_a_class_folder_with_each_loss(tmp_path):
     assert grid.shape[0] == 3 * (32 + 2) + 2                   # 16 px doubled, one row per class
 
 
+@pytest.mark.parametrize("class_input", ["cbn", "concat"])
+def test_dcgan_conditional_trains_under_bf16_autocast(class_input, tmp_path):
+    """AMP (CPU bf16 autocast) with the labels: finite losses, and G's class
+    weights stay float32 in the checkpoint."""
+    data = tmp_path / "data"
+    for k, name in enumerate(("ant", "bee")):
+        make_faces(data / name, 4, size=(24, 24), seed=k)
+    out = tmp_path / "run"
+    code, _, _ = run_main(train_celeba_dcgan.main, dcgan_argv(
+        data, out, tmp_path / "cache", "--dataset", "folder", "--image-size", 8, "--conditional",
+        "--class-input", class_input, "--amp", "bf16", "--batch-size", 4, epochs=1))
+    assert code == 0 and torch.isfinite(metric_values(out)).all()
+    gen = load_ckpt(out)["gen"]
+    weights = [v for k, v in gen.items() if "embed" in k or "scale" in k or "shift" in k]
+    assert weights and all(w.dtype == torch.float32 for w in weights)
+
+
 def test_resuming_on_data_with_other_classes_is_refused(tmp_path, capsys):
     data, other = tmp_path / "data", tmp_path / "other"
     class_folder(data, sizes=(3, 3))
