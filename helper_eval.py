@@ -199,14 +199,13 @@ def _classify(classifier, images):
     return torch.cat(feats), torch.cat(logits)
 
 
-def mnist_scores(classifier, images, real_images, seed=0):
-    """Scores of N x 1 x 28 x 28 samples against real images (M x 1 x 28 x 28),
-    in the classifier's features: {"fid", "kid_x1e3", "kid_std_x1e3", "precision",
+def mnist_scores(f_fake, logits, f_real, seed=0):
+    """Scores of samples against real images, both as the classifier read them
+    (_classify: features N x 128 and logits N x 10 of the samples, features
+    M x 128 of the real images): {"fid", "kid_x1e3", "kid_std_x1e3", "precision",
     "recall" (helper_features.feature_scores), "inception_score",
     "class_shares" (10 floats), "min_class_share"}."""
-    f_fake, logits = _classify(classifier, images)
-    f_real, _ = _classify(classifier, real_images)
-    shares = torch.bincount(logits.argmax(1), minlength=10).double() / len(images)
+    shares = torch.bincount(logits.argmax(1), minlength=10).double() / len(logits)
     return {**feature_scores(f_fake, f_real, seed),
             "inception_score": inception_score_from_logits(logits),
             "class_shares": shares.tolist(),
@@ -394,13 +393,12 @@ EVAL_NUM = {"idx": 5000, "rgb": 1000, "stacked": 10000}   # samples per evaluati
 STACKED_NUM = 26000   # StackedMNIST samples in evaluate.py, as in the literature (PacGAN, VEEGAN)
 
 
-def class_agreement(classifier, images, labels, num_classes=10):
-    """How often the classifier reads in N x 1 x 28 x 28 images the class they
-    were drawn as (int64 labels N): {"class_agreement": over all of them,
+def class_agreement(logits, labels, num_classes=10):
+    """How often the classifier's logits (N x 10, _classify) read the class the
+    images were drawn as (int64 labels N): {"class_agreement": over all of them,
     "min_class_agreement": of the worst class, "class_agreement_per_class": a
     float per class, NaN for a class without images}. For real images with
     their true labels: the classifier's accuracy."""
-    _, logits = _classify(classifier, images)
     hit = (logits.argmax(1) == labels).double()
     per_class = [float(hit[labels == k].mean()) for k in range(num_classes)]
     return {"class_agreement": float(hit.mean()),
@@ -408,11 +406,10 @@ def class_agreement(classifier, images, labels, num_classes=10):
             "class_agreement_per_class": per_class}
 
 
-def class_fid(classifier, images, labels, real_images, real_labels, num_classes=10):
-    """FID in the classifier's features of each class's images against the real
-    images of that class: {"mean_class_fid", "class_fid_per_class"} (NaN for a
-    class with fewer than two images on either side)."""
-    feats, real = _classify(classifier, images)[0], _classify(classifier, real_images)[0]
+def class_fid(feats, labels, real, real_labels, num_classes=10):
+    """FID in the classifier's features (_classify) of each class's images
+    against the real images of that class: {"mean_class_fid",
+    "class_fid_per_class"} (NaN for a class with fewer than two images on either side)."""
     per_class = [frechet_distance(feats[labels == k], real[real_labels == k])
                  if min((labels == k).sum(), (real_labels == k).sum()) > 1 else float("nan")
                  for k in range(num_classes)]
@@ -494,6 +491,8 @@ class Reference:
             self.train_real = to_float(_pick(dataset_images(cfg), num, seed))
         else:
             self.real, self.train_real = map(to_float, _two_disjoint(dataset_images(cfg), num, seed))
+        if self.kind == "idx":   # the test images as the classifier reads them, once for every score
+            self.real_feats, self.real_logits = _classify(self.classifier, self.real)
 
     def _labelled(self, cfg, num, seed):
         """real/train_real as unconditionally, with real_labels/train_labels: picked
@@ -512,10 +511,11 @@ class Reference:
         """labels: the classes a conditional run's images were drawn as (int64 N)."""
         by_class = self.conditional and labels is not None
         if self.kind == "idx":
-            scores = mnist_scores(self.classifier, images, self.real, self.seed)
+            feats, logits = _classify(self.classifier, images)   # once, for every score below
+            scores = mnist_scores(feats, logits, self.real_feats, self.seed)
             if by_class:
-                scores.update(class_agreement(self.classifier, images, labels))
-                scores.update(class_fid(self.classifier, images, labels, self.real, self.real_labels))
+                scores.update(class_agreement(logits, labels))
+                scores.update(class_fid(feats, labels, self.real_feats, self.real_labels))
             return scores
         if self.kind == "stacked":
             return stacked_modes(self.classifier, images)
@@ -531,7 +531,7 @@ class Reference:
         # the class scores of training images by their true classes
         floor = self.scores(self.train_real, self.train_labels)
         if self.kind == "idx":   # agreement: the classifier's accuracy on the test split
-            floor.update(class_agreement(self.classifier, self.real, self.real_labels))
+            floor.update(class_agreement(self.real_logits, self.real_labels))
         return floor
 
     def of_generator(self, gen, cfg, num, seed=0):

@@ -544,7 +544,8 @@ def test_class_agreement_counts_the_samples_read_as_their_class():
     import helper_eval
     asked = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2])
     read = [0, 0, 0, 5, 1, 1, 7, 2]
-    got = helper_eval.class_agreement(PixelReader(), reading_as(read), asked, num_classes=4)
+    _, logits = helper_eval._classify(PixelReader(), reading_as(read))
+    got = helper_eval.class_agreement(logits, asked, num_classes=4)
     assert got["class_agreement"] == pytest.approx(6 / 8)
     assert got["class_agreement_per_class"][:3] == pytest.approx([0.75, 1.0, 0.5])
     assert np.isnan(got["class_agreement_per_class"][3])          # no samples of class 3
@@ -558,11 +559,12 @@ def test_class_fid_compares_each_class_with_the_real_images_of_that_class():
     real_labels = torch.arange(40) % 2
     fake, labels = real.clone(), real_labels.clone()
     fake[labels == 1, 0, 0, :10] += 0.5                  # class 1's samples are off, class 0's exact
-    got = helper_eval.class_fid(PixelReader(), fake, labels, real, real_labels, num_classes=3)
+    fake, real = (helper_eval._classify(PixelReader(), x)[0] for x in (fake, real))
+    got = helper_eval.class_fid(fake, labels, real, real_labels, num_classes=3)
     zero, off, missing = got["class_fid_per_class"]
     assert zero == pytest.approx(0.0, abs=1e-9) and off == pytest.approx(10 * 0.25, rel=1e-6)
     assert np.isnan(missing) and got["mean_class_fid"] == pytest.approx(off / 2)
-    swapped = helper_eval.class_fid(PixelReader(), fake, 1 - labels, real, real_labels, num_classes=2)
+    swapped = helper_eval.class_fid(fake, 1 - labels, real, real_labels, num_classes=2)
     assert swapped["class_fid_per_class"][0] > 0.1      # the classes are told apart
 
 
@@ -574,9 +576,9 @@ def test_evaluate_scores_a_conditional_run_by_class_with_the_real_accuracy_as_ce
     drawn = {}
     real_scores = helper_eval.class_agreement
 
-    def recorded(classifier, images, labels, *a):
+    def recorded(logits, labels, *a):
         drawn.setdefault("labels", labels)
-        return real_scores(classifier, images, labels, *a)
+        return real_scores(logits, labels, *a)
     monkeypatch.setattr(helper_eval, "class_agreement", recorded)
     out = tmp_path / "scores.json"
     code, printed, _ = run_main(evaluate.main, [cond_run, "--num", 40, "--json", out], capsys)

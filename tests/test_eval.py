@@ -75,7 +75,7 @@ def test_mnist_scores_keys_and_shares():
     clf = ev.MnistClassifier()
     x = torch.rand(30, 1, 28, 28) * 2 - 1
     assert clf(x).shape == (30, 10) and clf.features(x).shape == (30, 128)
-    s = ev.mnist_scores(clf, x, torch.rand(20, 1, 28, 28) * 2 - 1)
+    s = ev.mnist_scores(*ev._classify(clf, x), ev._classify(clf, torch.rand(20, 1, 28, 28) * 2 - 1)[0])
     assert set(s) == {"fid", "kid_x1e3", "kid_std_x1e3", "precision", "recall", "inception_score",
                       "class_shares", "min_class_share"}
     assert 0 <= s["precision"] <= 1 and 0 <= s["recall"] <= 1
