@@ -16,6 +16,7 @@ y (N x K) instead of labels: a one-hot row is a class, a blend of two walks
 between them. With num_classes 0 the networks, their parameters and their
 outputs are exactly the unconditional ones.
 """
+import itertools
 import math
 
 import torch
@@ -309,7 +310,7 @@ def sample(gen, noise, batch=1000, labels=None):
     k = getattr(gen, "num_classes", 0)
     if k and labels is None:
         labels = every_class(len(noise), k)
-    cond = [()] * len(noise) if not k else [(y,) for y in labels.to(noise.device).split(batch)]
+    cond = itertools.repeat(()) if not k else [(y,) for y in labels.to(noise.device).split(batch)]
     for start, z, c in zip(range(0, len(noise), batch), noise.split(batch), cond):
         images = gen(z, *c).float().cpu()
         if out is None:
