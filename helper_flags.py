@@ -129,10 +129,9 @@ def add_common_args(parser, presets):
                         "cutout; empty: off")
     # Class-conditional GANs (README: "Class-conditional GANs").
     a("--conditional", action="store_true",
-      help="train on the data's class labels: G takes the class as an input, D a "
-           "projection; the grids "
-           "show one row per class (needs labelled data: the IDX sets, cifar10, or a folder with "
-           "one subfolder per class)")
+      help="train on the data's class labels: G takes the class as an input, D a projection; the "
+           "grids show one row per class (needs labelled data: the IDX sets, cifar10, or a folder "
+           "with one subfolder per class)")
     # Speed options (no effect on what is computed, except --amp).
     a("--amp", choices=["auto", "off", "bf16", "fp16"],
       help="autocast precision; auto: bf16 on CUDA GPUs that support it, off otherwise")
