@@ -28,7 +28,8 @@ draws that class in every mode; --class all draws a class grid, one row per
 class, the same noise down each column (--num columns, default 8).
 --interpolate with --class walks the noise within the class; with --class A
 --to-class B it walks from class A to class B at fixed noise (K noise draws,
-a row each), through the generator's class embedding.
+a row each), along a straight line between the two classes' weights (their
+embeddings, or conditional BatchNorm's scales and shifts).
 
 Uses the EMA generator when the run kept one. The checkpoint is opened with
 weights_only=True, so a file from someone else cannot run code. An existing
@@ -258,7 +259,7 @@ def write_class_grid(gen, cfg, args, out):
                        f"{GRID_LIMIT}): lower --num")
     noise = torch.randn(cols, cfg["latent_dim"], generator=torch.Generator().manual_seed(args.seed))
     images = class_grid(gen, noise.to(next(gen.parameters()).device), cols, rows=len(classes))
-    save_image(label_rows(grid_image(readable(images), cols), classes), out)
+    save_grid(images, out, nrow=cols, row_labels=classes)
     print(f"wrote a class grid to {out}: a row per class ({len(classes)}), the same noise down each "
           f"of its {cols} columns")
 

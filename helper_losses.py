@@ -35,6 +35,7 @@ from torch import nn
 
 from helper_flags import LOSSES
 
+
 def check_loss(kind):
     """Raise ValueError unless kind is one of LOSSES."""
     if kind not in LOSSES:
